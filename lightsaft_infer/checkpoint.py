@@ -1,0 +1,194 @@
+"""Read the authors' PyTorch Lightning checkpoints without running their pickle.
+
+A Lightning 1.x ``.ckpt`` is a zip-format ``torch.save`` archive whose
+``data.pkl`` refers to Lightning classes (e.g. the ``ModelCheckpoint``
+callback used as a dictionary key). ``torch.load(weights_only=True)`` refuses
+it and ``weights_only=False`` would run arbitrary code, so this module
+unpickles it with an allow-list: tensors are rebuilt as numpy arrays straight
+from the archive's storages, plain containers are allowed, and references to
+Lightning classes become inert placeholders that refuse to be called. Any
+other global (``os.system``, ``builtins.eval``, …) stops the load with
+:class:`UnsafeCheckpointError`. Neither torch nor Lightning is imported.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import UnsafeCheckpointError, WeightFileError
+
+_STORAGE_DTYPES = {
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+# Names whose reference (not call) is harmless: Lightning's classes appear as
+# dictionary keys of the ``callbacks`` entry.
+_INERT_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+
+
+class _StorageType:
+    """Stand-in for ``torch.FloatStorage`` & co.: only carries the dtype."""
+
+    __slots__ = ("name", "dtype")
+
+    def __init__(self, name: str):
+        self.name, self.dtype = name, np.dtype(_STORAGE_DTYPES[name])
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError(f"pickle calls torch.{self.name}")
+
+
+class _InertReference:
+    """A Lightning class named by the pickle; referencing it is fine, calling it is not."""
+
+    __slots__ = ("qualname",)
+
+    def __init__(self, qualname: str):
+        self.qualname = qualname
+
+    def __repr__(self):
+        return f"<reference to {self.qualname}>"
+
+    def __call__(self, *args, **kwargs):
+        raise _Refused(f"its pickle calls {self.qualname}, which this loader never runs")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    """Numpy version of ``torch._utils._rebuild_tensor_v2``: a strided view, copied."""
+    size, stride = tuple(size), tuple(stride)
+    itemsize = storage.dtype.itemsize
+    needed = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else storage_offset
+    if needed > storage.size or storage_offset < 0 or any(s < 0 for s in stride):
+        raise _Refused(f"a tensor of size {size} and stride {stride} overruns its storage of {storage.size} elements")
+    view = np.lib.stride_tricks.as_strided(
+        storage[storage_offset:], shape=size, strides=tuple(s * itemsize for s in stride), writeable=False
+    )
+    return np.array(view, copy=True)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    return data
+
+
+_ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    # Lightning's hparams container is a plain dict subclass.
+    ("pytorch_lightning.utilities.parsing", "AttributeDict"): dict,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(io.BytesIO(data))
+        self._archive, self._prefix, self._storages = archive, prefix, {}
+
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        if module.startswith(_INERT_PREFIXES):
+            return _InertReference(f"{module}.{name}")
+        raise _Refused(f"its pickle asks for {module}.{name}; only tensors and plain containers are allowed")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+            raise _Refused(f"its pickle holds an unknown persistent id {pid!r:.80}")
+        _, storage_type, key, _location, numel = pid
+        key = str(key)
+        if key not in self._storages:
+            try:
+                raw = self._archive.read(f"{self._prefix}data/{key}")
+            except KeyError:
+                raise _Refused(f"storage {key} is missing from the archive") from None
+            array = np.frombuffer(raw, dtype=storage_type.dtype.newbyteorder("<"))
+            if array.size < int(numel):
+                raise _Refused(f"storage {key} holds {array.size} elements, {numel} expected")
+            self._storages[key] = array
+        return self._storages[key]
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Unpickle a zip-format torch checkpoint safely.
+
+    Returns the checkpoint's top-level dictionary with every tensor as a numpy
+    array. Raises :class:`UnsafeCheckpointError` if the pickle asks for anything
+    outside the allow-list and :class:`WeightFileError` for unreadable files.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightFileError(path, "no such file")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise WeightFileError(path, f"not a zip-format torch checkpoint ({err})") from None
+    with archive:
+        pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise WeightFileError(path, "not a torch checkpoint: no single <name>/data.pkl inside the archive")
+        prefix = pickles[0][: -len("data.pkl")]
+        try:
+            order = archive.read(prefix + "byteorder").decode().strip()
+        except KeyError:
+            order = "little"
+        if order != "little":
+            raise WeightFileError(path, f"byte order {order!r} is not supported")
+        try:
+            obj = _RestrictedUnpickler(archive.read(pickles[0]), archive, prefix).load()
+        except _Refused as err:
+            raise UnsafeCheckpointError(path, f"refused to load: {err}") from None
+        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise UnsafeCheckpointError(path, f"refused to load: malformed or disallowed pickle ({err})") from None
+    if not isinstance(obj, dict):
+        raise WeightFileError(path, f"checkpoint holds a {type(obj).__name__}, not a dictionary")
+    return obj
+
+
+_PREFIX = "spec2spec."
+
+
+def convert_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """Turn the authors' Lightning checkpoint into ``(config, tensors)``.
+
+    Tensor names are the authors' module names without the ``spec2spec.``
+    prefix; BatchNorm's ``num_batches_tracked`` and the STFT window are dropped.
+    """
+    ckpt = read_checkpoint(path)
+    state, hp = ckpt.get("state_dict"), ckpt.get("hyper_parameters")
+    if not isinstance(state, dict) or not isinstance(hp, dict):
+        raise WeightFileError(path, "checkpoint lacks a 'state_dict' or 'hyper_parameters' dictionary")
+    tensors = {
+        k[len(_PREFIX):]: np.ascontiguousarray(v, dtype=np.float32)
+        for k, v in state.items()
+        if k.startswith(_PREFIX) and not k.endswith("num_batches_tracked") and isinstance(v, np.ndarray)
+    }
+    if not tensors:
+        raise WeightFileError(path, "state_dict holds no 'spec2spec.' tensors")
+    if any(".LaSAFT_bn_layer." in k for k in tensors):
+        block = "lightsaft"
+    elif any(".tdfs." in k for k in tensors):
+        block = "lasaft"
+    else:
+        raise WeightFileError(path, "state_dict has neither LightSAFT nor LaSAFT blocks")
+    return ModelConfig.from_hyper_parameters(hp, block, path), tensors

@@ -1,0 +1,158 @@
+"""Model configuration: the authors' hyper-parameters, validated.
+
+The same dictionary travels in every weight file (safetensors metadata, ONNX
+metadata), so a file always says which network it holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+from .errors import WeightFileError
+
+#: Condition index -> source name (fixed by the authors' training).
+SOURCES = ("vocals", "drums", "bass", "other")
+SAMPLE_RATE = 44100
+BLOCK_TYPES = ("lightsaft", "lasaft")
+
+# Hyper-parameters the authors' checkpoints carry that must hold this value
+# for the network built here to be the one that was trained.
+_FIXED = {
+    "spec_type": "complex",
+    "spec_est_mode": "mapping",
+    "input_channels": 4,
+    "first_conv_activation": "relu",
+    "last_activation": "identity",
+    "tfc_tdf_activation": "relu",
+    "control_vector_type": "embedding",
+    "control_input_dim": 4,
+    "condition_to": "decoder",
+    "control_type": "dense",
+    "pocm_type": "matmul",
+    "pocm_norm": "batch_norm",
+    "t_down_layers": None,
+    "f_down_layers": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of a GPoCM-conditioned U-Net with LightSAFT or LaSAFT blocks."""
+
+    block: str  # "lightsaft" or "lasaft"
+    n_fft: int
+    hop_length: int
+    num_frame: int
+    n_blocks: int
+    internal_channels: int
+    n_internal_layers: int
+    kernel_size_t: int
+    kernel_size_f: int
+    bn_factor: int
+    min_bn_units: int
+    tfc_tdf_bias: bool
+    num_tdfs: int
+    dk: int
+    embedding_dim: int
+    control_n_layer: int = 4
+    sample_rate: int = SAMPLE_RATE
+    sources: tuple = SOURCES
+
+    def __post_init__(self):
+        object.__setattr__(self, "sources", tuple(self.sources))
+        problems = []
+        if self.block not in BLOCK_TYPES:
+            problems.append(f"block must be one of {BLOCK_TYPES}, not {self.block!r}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "int" and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                problems.append(f"{field.name} must be a positive integer, not {value!r}")
+        if not problems:
+            if self.n_fft % 2 or self.n_fft % self.hop_length:
+                problems.append(f"n_fft {self.n_fft} must be even and a multiple of hop_length {self.hop_length}")
+            if self.n_blocks % 2 != 1:
+                problems.append(f"n_blocks must be odd, not {self.n_blocks}")
+            elif self.num_frame % self.frame_multiple:
+                problems.append(f"num_frame {self.num_frame} must be a multiple of {self.frame_multiple}")
+            if (self.n_fft // 2) % (2 ** self.n_levels):
+                problems.append(f"n_fft/2 must be divisible by 2**{self.n_levels}")
+            if self.kernel_size_t % 2 == 0 or self.kernel_size_f % 2 == 0:
+                problems.append("kernel sizes must be odd")
+        if len(self.sources) != 4 or set(self.sources) != set(SOURCES):
+            problems.append(f"sources must be a permutation of {SOURCES}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    # -- derived sizes -------------------------------------------------
+    @property
+    def n_levels(self) -> int:
+        """Number of encoder (and decoder) blocks, ``n_blocks // 2``."""
+        return self.n_blocks // 2
+
+    @property
+    def frame_multiple(self) -> int:
+        """Frame counts fed to the net must be a multiple of this (``2 ** n_levels``)."""
+        return 2 ** self.n_levels
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one ``num_frame`` window: ``hop * (num_frame - 1)``."""
+        return self.hop_length * (self.num_frame - 1)
+
+    def level_bins(self, level: int) -> int:
+        """Frequency bins inside the U-Net at ``level`` (0 = full resolution ``n_fft/2``)."""
+        return (self.n_fft // 2) >> level
+
+    def bottleneck(self, f: int) -> int:
+        """Bottleneck units of a LightSAFT/LaSAFT block working on ``f`` bins."""
+        if self.block == "lightsaft":
+            return max(f // self.bn_factor, self.min_bn_units)
+        return max(f * self.num_tdfs // self.bn_factor, self.min_bn_units)
+
+    # -- (de)serialisation ---------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["sources"] = list(self.sources)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path=None) -> "ModelConfig":
+        """Build from our own dictionary; raise :class:`WeightFileError` naming ``path``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        missing = sorted(required - set(d))
+        if missing:
+            raise WeightFileError(path, f"model configuration lacks {', '.join(missing)}")
+        try:
+            return cls(**{k: v for k, v in d.items() if k in names})
+        except (TypeError, ValueError) as err:
+            raise WeightFileError(path, f"invalid model configuration: {err}") from None
+
+    @classmethod
+    def from_json(cls, text: str | None, path=None) -> "ModelConfig":
+        if not text:
+            raise WeightFileError(path, "carries no model configuration (metadata key 'config' is missing)")
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise WeightFileError(path, f"model configuration is not valid JSON ({err})") from None
+        if not isinstance(d, dict):
+            raise WeightFileError(path, "model configuration is not a JSON object")
+        return cls.from_dict(d, path)
+
+    @classmethod
+    def from_hyper_parameters(cls, hp: Mapping[str, Any], block: str, path=None) -> "ModelConfig":
+        """Build from the authors' Lightning ``hyper_parameters`` dictionary."""
+        for key, want in _FIXED.items():
+            if key in hp and hp[key] != want:
+                raise WeightFileError(path, f"hyper-parameter {key}={hp[key]!r} is not supported (expected {want!r})")
+        return cls.from_dict({**hp, "block": block}, path)

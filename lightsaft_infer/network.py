@@ -1,0 +1,312 @@
+"""The GPoCM-conditioned U-Net with LightSAFT / LaSAFT blocks (inference only).
+
+Module and parameter names follow the authors' code so that their state dict
+(without the ``spec2spec.`` prefix) loads as is. Tensors are laid out
+``(batch, channels, frames, bins)``: time is the third axis, frequency the last.
+
+Two modules live here:
+
+* :class:`ConditionedUNet` — the authors' network, ``forward(spec, condition)``
+  for one condition per batch item; the exact reference.
+* :class:`SeparationGraph` — the same weights frozen for separating all
+  sources at once: the source-independent stem (``first_conv``,
+  ``encoders[0].tfc`` and its first frequency layer) runs once per window,
+  attention weights and GPoCM matrices are constants computed at build time,
+  and convolutions carry their BatchNorm folded in. This is what the torch and
+  ONNX Runtime backends run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+class TFC(nn.Module):
+    """Densely connected 2-D convolutions (``n_internal_layers`` layers of growth ``C``).
+
+    ``(B, c_in, T, F) -> (B, C, T, F)``; layer ``i`` reads ``cat([out_{i-1}, in_{i-1}])``.
+    """
+
+    def __init__(self, c_in: int, cfg: ModelConfig):
+        super().__init__()
+        C, kt, kf = cfg.internal_channels, cfg.kernel_size_t, cfg.kernel_size_f
+        self.H = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c_in + i * C, C, (kt, kf), padding=(kt // 2, kf // 2)), nn.BatchNorm2d(C), nn.ReLU())
+            for i in range(cfg.n_internal_layers)
+        )
+
+    def forward(self, x):
+        for layer in self.H:
+            out = layer(x)
+            x = torch.cat((out, x), 1)
+        return out
+
+
+class _LatentSourceBlock(nn.Module):
+    """TFC followed by a latent-source-attentive frequency transformation (residual)."""
+
+    def __init__(self, c_in: int, f: int, cfg: ModelConfig):
+        super().__init__()
+        self.f, self.L, self.b, self.dk = f, cfg.num_tdfs, cfg.bottleneck(f), cfg.dk
+        self.tfc = TFC(c_in, cfg)
+        self.keys = nn.Parameter(torch.zeros(cfg.dk, cfg.num_tdfs))
+        self.linear_query = nn.Linear(cfg.embedding_dim, cfg.dk)
+
+    def attention(self, e):
+        """Latent-source weights ``(B, L)`` for condition embeddings ``e`` ``(B, E)``."""
+        q = self.linear_query(e)
+        return torch.softmax(torch.matmul(q, self.keys) / math.sqrt(self.dk), dim=-1)
+
+    def forward(self, x, e):
+        t = self.tfc(x)
+        return t + self.mix(self.values(t), self.attention(e))
+
+
+class LightSAFTBlock(_LatentSourceBlock):
+    """TFC + LightSAFT: shared bottleneck ``f -> b·L``, attention over L, then ``b -> f``."""
+
+    def __init__(self, c_in: int, f: int, cfg: ModelConfig):
+        super().__init__(c_in, f, cfg)
+        C, bias = cfg.internal_channels, cfg.tfc_tdf_bias
+        self.LaSAFT_bn_layer = nn.Sequential(nn.Linear(f, self.b * self.L, bias), nn.BatchNorm2d(C), nn.ReLU())
+        self.LaSIFT = nn.Sequential(nn.Linear(self.b, f, bias), nn.BatchNorm2d(C), nn.ReLU())
+
+    def values(self, t):
+        """``(B, C, T, f) -> (B, C, T, L·b)``: the latent-source features (source independent)."""
+        return self.LaSAFT_bn_layer(t)
+
+    def mix(self, v, w):
+        """``v (B, C, T, L·b)``, ``w (B, L)`` -> ``(B, C, T, f)``."""
+        B, C, T, _ = v.shape
+        v = v.reshape(B, C, T, self.L, self.b)  # latent index is the slower axis
+        mixed = torch.matmul(w.reshape(B, 1, 1, 1, self.L), v).reshape(B, C, T, self.b)
+        return self.LaSIFT(mixed)
+
+
+class _TDFs(nn.Module):
+    def __init__(self, f: int, b: int, L: int, C: int, bias: bool):
+        super().__init__()
+        self.tdf = nn.Sequential(
+            nn.Linear(f, b, bias), nn.BatchNorm2d(C), nn.ReLU(), nn.Linear(b, f * L, bias), nn.BatchNorm2d(C), nn.ReLU()
+        )
+
+
+class LaSAFTBlock(_LatentSourceBlock):
+    """TFC + LaSAFT: ``L`` full TDFs (``f -> b -> f·L``) mixed by attention."""
+
+    def __init__(self, c_in: int, f: int, cfg: ModelConfig):
+        super().__init__(c_in, f, cfg)
+        self.tdfs = _TDFs(f, self.b, self.L, cfg.internal_channels, cfg.tfc_tdf_bias)
+
+    def values(self, t):
+        """``(B, C, T, f) -> (B, C, T, f·L)`` (latent index is the fast axis)."""
+        return self.tdfs.tdf(t)
+
+    def mix(self, v, w):
+        B, C, T, _ = v.shape
+        v = v.reshape(B, C, T, self.f, self.L)
+        return torch.matmul(v, w.reshape(B, 1, 1, self.L, 1)).reshape(B, C, T, self.f)
+
+
+class _DenseControlBlock(nn.Module):
+    def __init__(self, E: int):
+        super().__init__()
+        self.linear = nn.Sequential(
+            nn.Linear(E, 2 * E), nn.ReLU(),
+            nn.Linear(2 * E, 4 * E), nn.ReLU(), nn.Dropout(), nn.BatchNorm1d(4 * E),
+            nn.Linear(4 * E, 8 * E), nn.ReLU(), nn.Dropout(), nn.BatchNorm1d(8 * E),
+        )  # fmt: skip
+
+
+class ConditionGenerator(nn.Module):
+    """Embedding ``(B, E)`` -> GPoCM ``Γ (B, m, C, C)`` and ``β (B, m, C)`` for the m decoder blocks."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        E, C, m = cfg.embedding_dim, cfg.internal_channels, cfg.n_levels
+        self.C, self.m = C, m
+        self.dense_control_block = _DenseControlBlock(E)
+        self.linear_gamma = nn.Sequential(nn.Linear(8 * E, m * C * C), nn.Identity(), nn.BatchNorm1d(m * C * C, affine=False))
+        self.linear_beta = nn.Sequential(nn.Linear(8 * E, m * C), nn.Identity(), nn.BatchNorm1d(m * C, affine=False))
+
+    def forward(self, e):
+        h = self.dense_control_block.linear(e)
+        gamma = self.linear_gamma(h).reshape(-1, self.m, self.C, self.C)
+        beta = self.linear_beta(h).reshape(-1, self.m, self.C)
+        return gamma, beta
+
+
+def gpocm(x, gamma, beta):
+    """Gated point-wise convolutional modulation.
+
+    ``x (B, C, T, F)``, ``gamma (B, C, C)``, ``beta (B, C)``:
+    ``x * sigmoid(Σ_j x[j]·Γ[j, c] + β[c])``.
+    """
+    p = torch.matmul(x.transpose(1, 3), gamma.unsqueeze(1)) + beta[:, None, None, :]  # (B, F, T, C)
+    return torch.sigmoid(p.transpose(1, 3)) * x
+
+
+class ConditionedUNet(nn.Module):
+    """The authors' network: ``forward(spec (B, 4, T, n_fft/2+1), condition (B,) long) -> (B, 4, T, n_fft/2+1)``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        C, n = cfg.internal_channels, cfg.n_levels
+        Block = LightSAFTBlock if cfg.block == "lightsaft" else LaSAFTBlock
+        self.first_conv = nn.Sequential(nn.Conv2d(4, C, (1, 2)), nn.BatchNorm2d(C), nn.ReLU())
+        self.encoders = nn.ModuleList(Block(C, cfg.level_bins(i), cfg) for i in range(n))
+        self.downsamplings = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(C, C, 2, stride=2), nn.BatchNorm2d(C)) for _ in range(n)
+        )
+        self.mid_block = Block(C, cfg.level_bins(n), cfg)
+        self.upsamplings = nn.ModuleList(
+            nn.Sequential(nn.ConvTranspose2d(C, C, 2, stride=2), nn.BatchNorm2d(C)) for _ in range(n)
+        )
+        self.decoders = nn.ModuleList(Block(2 * C, cfg.level_bins(n - 1 - i), cfg) for i in range(n))
+        self.last_conv = nn.Sequential(nn.Conv2d(C, 4, (1, 2), padding=(0, 1)))
+        self.embedding = nn.Embedding(len(cfg.sources), cfg.embedding_dim)
+        self.condition_generator = ConditionGenerator(cfg)
+        self.eval()
+
+    def forward(self, spec, condition):
+        e = self.embedding(condition)
+        gammas, betas = self.condition_generator(e)
+        x = self.first_conv(spec)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downsamplings):
+            x = encoder(x, e)
+            skips.append(x)
+            x = down(x)
+        x = self.mid_block(x, e)
+        for i, (up, decoder) in enumerate(zip(self.upsamplings, self.decoders)):
+            x = torch.cat((up(x), skips[-1 - i]), 1)
+            t = gpocm(decoder.tfc(x), gammas[:, i], betas[:, i])
+            x = t + decoder.mix(decoder.values(t), decoder.attention(e))
+        return self.last_conv(x)
+
+    @classmethod
+    def from_tensors(cls, cfg: ModelConfig, tensors: dict, path=None) -> "ConditionedUNet":
+        """Build and load; a missing, extra or mis-shaped tensor raises :class:`WeightFileError`."""
+        from .errors import WeightFileError
+
+        net = cls(cfg)
+        own = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+        missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+        if missing or extra:
+            raise WeightFileError(path, f"tensors do not match the configuration: missing {missing[:3]}, unexpected {extra[:3]}")
+        for k, v in own.items():
+            if tuple(tensors[k].shape) != tuple(v.shape):
+                raise WeightFileError(path, f"tensor {k} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
+        net.load_state_dict({k: torch.as_tensor(tensors[k], dtype=torch.float32) for k in own}, strict=False)
+        return net.eval()
+
+
+# ---------------------------------------------------------------------------
+# The frozen graph for separation
+
+
+def _fold_bn(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """A copy of ``conv`` (Conv2d or ConvTranspose2d) with the eval-mode ``bn`` folded in."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    folded = copy.deepcopy(conv)
+    with torch.no_grad():
+        out_axis = 1 if isinstance(conv, nn.ConvTranspose2d) else 0
+        shape = [1] * 4
+        shape[out_axis] = -1
+        folded.weight.mul_(scale.reshape(shape))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+        folded.bias = nn.Parameter(bias * scale + shift)
+    return folded
+
+
+def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:
+    """``[conv, BN, (ReLU)]`` -> ``[conv', (ReLU)]``."""
+    return nn.Sequential(_fold_bn(seq[0], seq[1]), *list(seq)[2:])
+
+
+class _FrozenTFC(nn.Module):
+    def __init__(self, tfc: TFC):
+        super().__init__()
+        self.H = nn.ModuleList(_fold_sequential(layer) for layer in tfc.H)
+
+    forward = TFC.forward
+
+
+class SeparationGraph(nn.Module):
+    """All sources of one network in one frozen graph.
+
+    ``forward(spec (B, 4, T, n_fft/2+1)) -> (B, S, 4, T, n_fft/2+1)`` where ``S``
+    is the number of ``sources`` (condition indices, default all four).
+    Equal to running :class:`ConditionedUNet` once per source, up to float
+    rounding (BatchNorm folding changes the last bits).
+    """
+
+    def __init__(self, net: ConditionedUNet, sources=None, fold_batchnorm: bool = True):
+        super().__init__()
+        cfg = net.cfg
+        self.cfg, self.n_levels = cfg, cfg.n_levels
+        sources = list(range(len(cfg.sources))) if sources is None else list(sources)
+        self.S = len(sources)
+        fold = _fold_sequential if fold_batchnorm else (lambda s: s)
+        self.first_conv = fold(net.first_conv)
+        self.downsamplings = nn.ModuleList(fold(d) for d in net.downsamplings)
+        self.upsamplings = nn.ModuleList(fold(u) for u in net.upsamplings)
+        self.last_conv = net.last_conv
+        blocks = list(net.encoders) + [net.mid_block] + list(net.decoders)
+        self.blocks = nn.ModuleList()
+        for block in blocks:
+            frozen = copy.copy(block)  # shares the frequency layers, replaces the TFC
+            frozen._modules = dict(block._modules)
+            frozen._modules["tfc"] = _FrozenTFC(block.tfc) if fold_batchnorm else block.tfc
+            self.blocks.append(frozen)
+        with torch.no_grad():
+            e = net.embedding(torch.tensor(sources))
+            # (n_blocks, S, L) attention weights and (m, S, C, C) / (m, S, C) GPoCM parameters
+            self.register_buffer("attention", torch.stack([b.attention(e) for b in blocks]))
+            gammas, betas = net.condition_generator(e)
+            self.register_buffer("gamma", gammas.transpose(0, 1).contiguous())
+            self.register_buffer("beta", betas.transpose(0, 1).contiguous())
+        self.eval()
+
+    def _per_item(self, p, B: int):
+        """``(S, ...)`` constant -> ``(B·S, ...)``, item ``b·S + s`` getting source ``s``."""
+        return p.unsqueeze(0).expand(B, *p.shape).reshape(B * self.S, *p.shape[1:])
+
+    @staticmethod
+    def _repeat(x, S: int):
+        """``(B, ...)`` -> ``(B·S, ...)``: each item repeated for every source."""
+        return x.unsqueeze(1).expand(x.shape[0], S, *x.shape[1:]).reshape(x.shape[0] * S, *x.shape[1:])
+
+    def forward(self, spec):
+        B, S, n = spec.shape[0], self.S, self.n_levels
+        # Source-independent stem, once per window.
+        x = self.first_conv(spec)
+        enc0 = self.blocks[0]
+        t = enc0.tfc(x)
+        v = enc0.values(t)
+        t, v = self._repeat(t, S), self._repeat(v, S)
+        x = t + enc0.mix(v, self._per_item(self.attention[0], B))
+        skips = [x]
+        x = self.downsamplings[0](x)
+        for i in range(1, n + 1):  # encoders 1.. and the mid block
+            block = self.blocks[i]
+            t = block.tfc(x)
+            x = t + block.mix(block.values(t), self._per_item(self.attention[i], B))
+            if i < n:
+                skips.append(x)
+                x = self.downsamplings[i](x)
+        for i in range(n):
+            block = self.blocks[n + 1 + i]
+            x = torch.cat((self.upsamplings[i](x), skips[-1 - i]), 1)
+            t = gpocm(block.tfc(x), self._per_item(self.gamma[i], B), self._per_item(self.beta[i], B))
+            x = t + block.mix(block.values(t), self._per_item(self.attention[n + 1 + i], B))
+        out = self.last_conv(x)
+        return out.reshape(B, S, *out.shape[1:])
