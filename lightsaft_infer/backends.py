@@ -1,0 +1,120 @@
+"""Backends: run the frozen all-sources graph on a batch of spectrogram windows.
+
+Each backend maps ``spec (B, 4, T, n_fft/2+1)`` float32 to
+``(B, S, 4, T, n_fft/2+1)`` float32 for the ``S`` sources of its config, in
+the config's source order. ``torch`` runs :class:`~.network.SeparationGraph`
+in fp32; ``onnx`` runs its ONNX export in ONNX Runtime and needs no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import WeightFileError
+from .threads import cpu_threads
+
+BACKENDS = ("torch", "onnx")
+WEIGHTS_ENV = "LIGHTSAFT_WEIGHTS"
+DEFAULT_WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "default"
+
+
+class Backend:
+    """Interface: ``config``, ``name`` and ``__call__(spec) -> stems spectrograms``."""
+
+    name = "?"
+    config: ModelConfig
+
+    def __call__(self, spec: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, config: ModelConfig, tensors: dict, threads: int | None = None, path=None):
+        import torch
+
+        from .network import ConditionedUNet, SeparationGraph
+
+        self.config, self._torch = config, torch
+        torch.set_num_threads(threads or cpu_threads())
+        self.graph = SeparationGraph(ConditionedUNet.from_tensors(config, tensors, path))
+
+    @classmethod
+    def from_file(cls, path, threads=None):
+        from .weights import load_weights
+
+        config, tensors = load_weights(path)
+        return cls(config, tensors, threads, path)
+
+    def __call__(self, spec):
+        with self._torch.inference_mode():
+            return self.graph(self._torch.from_numpy(np.ascontiguousarray(spec, dtype=np.float32))).numpy()
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+
+    def __init__(self, path, threads: int | None = None):
+        import onnxruntime as ort
+
+        from .export import onnx_config, onnx_session
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or cpu_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnx_session(path, options)
+        self.config = onnx_config(self.session, path)
+        self._input = self.session.get_inputs()[0].name
+
+    def __call__(self, spec):
+        return self.session.run(None, {self._input: np.ascontiguousarray(spec, dtype=np.float32)})[0]
+
+
+def default_weights() -> pathlib.Path:
+    """``$LIGHTSAFT_WEIGHTS`` if set, else ``weights/default.safetensors`` beside the package."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return pathlib.Path(env) if env else DEFAULT_WEIGHTS_DIR / f"{DEFAULT_MODEL}.safetensors"
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_backend(path=None, backend: str = "auto", threads: int | None = None) -> Backend:
+    """Open weights for a backend.
+
+    ``path`` may name ``NAME.safetensors`` or ``NAME.onnx``; the other file of
+    the pair is looked up beside it when the backend needs it. ``auto`` takes
+    ONNX Runtime when ``NAME.onnx`` exists or torch is missing, else torch.
+    """
+    path = pathlib.Path(path) if path is not None else default_weights()
+    if backend not in BACKENDS + ("auto",):
+        raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, not {backend!r}")
+    st, ox = path.with_suffix(".safetensors"), path.with_suffix(".onnx")
+    if path.suffix not in (".safetensors", ".onnx"):
+        raise WeightFileError(path, "weight files end in .safetensors or .onnx (convert a checkpoint with 'lightsaft-infer convert')")
+    if not path.is_file():
+        hint = "" if path != default_weights() else f"; no default model yet: pass --weights or set {WEIGHTS_ENV}"
+        raise WeightFileError(path, f"no such weight file{hint}")
+    if backend == "auto":
+        backend = "onnx" if ox.is_file() or not torch_available() else "torch"
+    if backend == "onnx":
+        if not ox.is_file():
+            raise WeightFileError(ox, "no ONNX export beside the weights (run 'lightsaft-infer export' or 'convert --onnx')")
+        return OnnxBackend(ox, threads)
+    if not torch_available():
+        raise WeightFileError(path, "the torch backend needs PyTorch: pip install 'lightsaft-infer[torch]', or use --backend onnx")
+    if not st.is_file():
+        raise WeightFileError(st, "no .safetensors weights beside the ONNX file for the torch backend")
+    return TorchBackend.from_file(st, threads)

@@ -1,0 +1,65 @@
+"""ONNX export of the frozen all-sources graph (needs torch) and reading it back (needs only onnx runtime)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from .config import ModelConfig
+from .errors import WeightFileError
+from .weights import FORMAT, FORMAT_VERSION, atomic_path, load_weights
+
+OPSET = 17
+
+
+def export_onnx(weights_path, onnx_path) -> None:
+    """Export ``weights_path`` (safetensors) to ``onnx_path``: input ``spec (B, 4, T, F)``, output ``stems (B, S, 4, T, F)``.
+
+    The model configuration goes into the ONNX metadata so the file describes itself.
+    """
+    import onnx
+    import torch
+
+    from .network import ConditionedUNet, SeparationGraph
+
+    config, tensors = load_weights(weights_path)
+    graph = SeparationGraph(ConditionedUNet.from_tensors(config, tensors, weights_path))
+    example = torch.zeros(1, 4, 2 * config.frame_multiple, config.n_bins)
+    tmp = atomic_path(onnx_path, ".onnx")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+            torch.onnx.export(
+                graph, (example,), tmp, input_names=["spec"], output_names=["stems"], opset_version=OPSET,
+                dynamic_axes={"spec": {0: "batch", 2: "frames"}, "stems": {0: "batch", 3: "frames"}}, dynamo=False,
+            )  # fmt: skip
+        model = onnx.load(tmp)
+        for key, value in {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, tmp)
+        os.replace(tmp, onnx_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def onnx_session(path, options=None):
+    """An ONNX Runtime CPU session, or :class:`WeightFileError` naming ``path``."""
+    import onnxruntime as ort
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightFileError(path, "no such ONNX file")
+    try:
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own exception types for bad models
+        raise WeightFileError(path, f"ONNX Runtime cannot load this model ({' '.join(str(err).split())[:200]})") from None
+
+
+def onnx_config(session, path) -> ModelConfig:
+    """The configuration stored in an exported model's metadata."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if meta.get("format") != FORMAT:
+        raise WeightFileError(path, f"not a {FORMAT} ONNX export (metadata 'format' is {meta.get('format')!r})")
+    return ModelConfig.from_json(meta.get("config"), path)

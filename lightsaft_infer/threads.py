@@ -1,0 +1,47 @@
+"""How many threads the CPU quota actually grants this process."""
+
+from __future__ import annotations
+
+import math
+import os
+
+ENV = "LIGHTSAFT_NUM_THREADS"
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs allowed by a cgroup v2 (``cpu.max``) or v1 (``cfs_quota_us``) limit, if any."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+            if quota != "max":
+                return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        if quota > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cpu_threads() -> int:
+    """``$LIGHTSAFT_NUM_THREADS`` if set, else min(CPU affinity, cgroup quota), at least 1."""
+    value = os.environ.get(ENV)
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"{ENV} must be an integer, not {value!r}") from None
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
