@@ -74,7 +74,9 @@ class OnnxBackend(Backend):
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, spec):
-        return self.session.run(None, {self._input: np.ascontiguousarray(spec, dtype=np.float32)})[0]
+        # The export takes one window (batch 1): its graph runs the sources one after another.
+        spec = np.ascontiguousarray(spec, dtype=np.float32)
+        return np.concatenate([self.session.run(None, {self._input: spec[b : b + 1]})[0] for b in range(len(spec))])
 
 
 def default_weights() -> pathlib.Path:

@@ -31,7 +31,7 @@ def export_onnx(weights_path, onnx_path) -> None:
             warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
             torch.onnx.export(
                 graph, (example,), tmp, input_names=["spec"], output_names=["stems"], opset_version=OPSET,
-                dynamic_axes={"spec": {0: "batch", 2: "frames"}, "stems": {0: "batch", 3: "frames"}}, dynamo=False,
+                dynamic_axes={"spec": {2: "frames"}, "stems": {3: "frames"}}, dynamo=False,
             )  # fmt: skip
         model = onnx.load(tmp)
         for key, value in {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}.items():

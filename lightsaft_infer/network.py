@@ -233,11 +233,33 @@ def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:
 
 
 class _FrozenTFC(nn.Module):
+    """TFC with BatchNorm folded; in eager mode the dense connections share one buffer.
+
+    The authors' ``cat`` re-copies the whole growing input at every layer; here
+    layer ``i`` writes its ``C`` channels in front of its input inside a buffer
+    laid out ``[out_{n-2}, …, out_0, x]``, so each layer reads a contiguous
+    channel slice (batch 1) and nothing is copied twice. Traced for ONNX, the
+    plain ``cat`` form is used (same arithmetic).
+    """
+
     def __init__(self, tfc: TFC):
         super().__init__()
         self.H = nn.ModuleList(_fold_sequential(layer) for layer in tfc.H)
+        self.C = tfc.H[0][0].out_channels
 
-    forward = TFC.forward
+    def forward(self, x):
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return TFC.forward(self, x)
+        n, C = len(self.H), self.C
+        start = (n - 1) * C
+        buf = x.new_empty(x.shape[0], start + x.shape[1], *x.shape[2:])
+        buf[:, start:] = x
+        for i, layer in enumerate(self.H):
+            out = layer(buf[:, start:])
+            if i < n - 1:
+                start -= C
+                buf[:, start : start + C] = out
+        return out
 
 
 class SeparationGraph(nn.Module):
@@ -245,8 +267,14 @@ class SeparationGraph(nn.Module):
 
     ``forward(spec (B, 4, T, n_fft/2+1)) -> (B, S, 4, T, n_fft/2+1)`` where ``S``
     is the number of ``sources`` (condition indices, default all four).
-    Equal to running :class:`ConditionedUNet` once per source, up to float
-    rounding (BatchNorm folding changes the last bits).
+    Equal to running :class:`ConditionedUNet` once per source up to float
+    rounding (BatchNorm folding and the re-associated mix change the last bits).
+
+    Per window, the source-independent stem runs once; then each source's
+    branch runs with batch 1, which keeps the working set small (faster on
+    CPU than one batch of all sources). Per-source constants — attention
+    weights, the LightSAFT mixing matrices ``kron(w, I_b)``, GPoCM ``Γ``/``β``
+    — are computed here, once.
     """
 
     def __init__(self, net: ConditionedUNet, sources=None, fold_batchnorm: bool = True):
@@ -261,52 +289,59 @@ class SeparationGraph(nn.Module):
         self.upsamplings = nn.ModuleList(fold(u) for u in net.upsamplings)
         self.last_conv = net.last_conv
         blocks = list(net.encoders) + [net.mid_block] + list(net.decoders)
-        self.blocks = nn.ModuleList()
-        for block in blocks:
-            frozen = copy.copy(block)  # shares the frequency layers, replaces the TFC
-            frozen._modules = dict(block._modules)
-            frozen._modules["tfc"] = _FrozenTFC(block.tfc) if fold_batchnorm else block.tfc
-            self.blocks.append(frozen)
+        self.tfcs = nn.ModuleList(_FrozenTFC(b.tfc) if fold_batchnorm else b.tfc for b in blocks)
+        self.values = nn.ModuleList(b.LaSAFT_bn_layer if cfg.block == "lightsaft" else b.tdfs.tdf for b in blocks)
+        self.lasift = nn.ModuleList(b.LaSIFT for b in blocks) if cfg.block == "lightsaft" else None
         with torch.no_grad():
             e = net.embedding(torch.tensor(sources))
-            # (n_blocks, S, L) attention weights and (m, S, C, C) / (m, S, C) GPoCM parameters
-            self.register_buffer("attention", torch.stack([b.attention(e) for b in blocks]))
             gammas, betas = net.condition_generator(e)
-            self.register_buffer("gamma", gammas.transpose(0, 1).contiguous())
-            self.register_buffer("beta", betas.transpose(0, 1).contiguous())
+            self.gamma = nn.ParameterList(nn.Parameter(g, requires_grad=False) for g in gammas)  # each (m, C, C)
+            self.beta = nn.ParameterList(nn.Parameter(b, requires_grad=False) for b in betas)  # each (m, C)
+            # mix[block][s]: (L·b, b) for LightSAFT (values @ mix), (L, 1) for LaSAFT
+            self.mix = nn.ParameterList()
+            for b in blocks:
+                w = b.attention(e)  # (S, L)
+                if cfg.block == "lightsaft":
+                    eye = torch.eye(b.b)
+                    m = torch.stack([torch.kron(ws[:, None], eye) for ws in w])  # (S, L·b, b)
+                else:
+                    m = w[:, :, None]  # (S, L, 1)
+                self.mix.append(nn.Parameter(m, requires_grad=False))
+        self.L = cfg.num_tdfs
         self.eval()
 
-    def _per_item(self, p, B: int):
-        """``(S, ...)`` constant -> ``(B·S, ...)``, item ``b·S + s`` getting source ``s``."""
-        return p.unsqueeze(0).expand(B, *p.shape).reshape(B * self.S, *p.shape[1:])
+    def _frequency(self, i: int, s: int, t, v=None):
+        """Block ``i``'s latent-source frequency transformation of ``t (1, C, T, f)`` for source ``s``."""
+        if v is None:
+            v = self.values[i](t)
+        if self.lasift is not None:  # LightSAFT: (1, C, T, L·b) @ (L·b, b) -> LaSIFT
+            return self.lasift[i](torch.matmul(v, self.mix[i][s]))
+        _, C, T, fl = v.shape  # LaSAFT: (1, C, T, f, L) @ (L, 1)
+        return torch.matmul(v.reshape(1, C, T, fl // self.L, self.L), self.mix[i][s]).reshape(1, C, T, -1)
 
-    @staticmethod
-    def _repeat(x, S: int):
-        """``(B, ...)`` -> ``(B·S, ...)``: each item repeated for every source."""
-        return x.unsqueeze(1).expand(x.shape[0], S, *x.shape[1:]).reshape(x.shape[0] * S, *x.shape[1:])
-
-    def forward(self, spec):
-        B, S, n = spec.shape[0], self.S, self.n_levels
-        # Source-independent stem, once per window.
-        x = self.first_conv(spec)
-        enc0 = self.blocks[0]
-        t = enc0.tfc(x)
-        v = enc0.values(t)
-        t, v = self._repeat(t, S), self._repeat(v, S)
-        x = t + enc0.mix(v, self._per_item(self.attention[0], B))
+    def _branch(self, s: int, t0, v0):
+        """Source ``s`` from the shared stem (``t0``, ``v0`` of encoder 0) to the output ``(1, 4, T, F)``."""
+        n = self.n_levels
+        x = t0 + self._frequency(0, s, t0, v0)
         skips = [x]
         x = self.downsamplings[0](x)
         for i in range(1, n + 1):  # encoders 1.. and the mid block
-            block = self.blocks[i]
-            t = block.tfc(x)
-            x = t + block.mix(block.values(t), self._per_item(self.attention[i], B))
+            t = self.tfcs[i](x)
+            x = t + self._frequency(i, s, t)
             if i < n:
                 skips.append(x)
                 x = self.downsamplings[i](x)
-        for i in range(n):
-            block = self.blocks[n + 1 + i]
-            x = torch.cat((self.upsamplings[i](x), skips[-1 - i]), 1)
-            t = gpocm(block.tfc(x), self._per_item(self.gamma[i], B), self._per_item(self.beta[i], B))
-            x = t + block.mix(block.values(t), self._per_item(self.attention[n + 1 + i], B))
-        out = self.last_conv(x)
-        return out.reshape(B, S, *out.shape[1:])
+        for j in range(n):
+            i = n + 1 + j
+            x = torch.cat((self.upsamplings[j](x), skips[-1 - j]), 1)
+            t = gpocm(self.tfcs[i](x), self.gamma[s][j : j + 1], self.beta[s][j : j + 1])
+            x = t + self._frequency(i, s, t)
+        return self.last_conv(x)
+
+    def forward(self, spec):
+        outs = []
+        for b in range(spec.shape[0]):  # one window at a time: small working set
+            t0 = self.tfcs[0](self.first_conv(spec[b : b + 1]))  # source-independent stem
+            v0 = self.values[0](t0)
+            outs.append(torch.stack([self._branch(s, t0, v0) for s in range(self.S)], 1))
+        return torch.cat(outs, 0)
