@@ -101,3 +101,22 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: int | None 
         else:
             audio = np.concatenate([audio, np.zeros((length - audio.shape[0], *audio.shape[1:]), audio.dtype)])
     return audio
+
+
+def write_stems(stems: dict, sample_rate: int, subtype: str = "FLOAT") -> None:
+    """Write ``{path: (samples, channels)}`` all-or-nothing: every file goes to a temporary name first,
+    and only when all are written are they renamed into place."""
+    done = {}
+    try:
+        for path, audio in stems.items():
+            tmp = atomic_path(path, os.path.splitext(os.fspath(path))[1] or ".wav")
+            done[tmp] = path
+            write_audio(tmp, audio, sample_rate, subtype)
+        for tmp, path in done.items():
+            os.replace(tmp, path)
+    except OSError as err:
+        raise AudioError(path, f"cannot be written ({err.strerror or err})") from None
+    finally:
+        for tmp in done:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

@@ -1,0 +1,161 @@
+"""``lightsaft-infer``: a thin command line over the public API.
+
+    lightsaft-infer separate song.wav other.flac -o separated/
+    lightsaft-infer convert epoch=694.ckpt -o weights/mine.safetensors --onnx
+    lightsaft-infer export weights/mine.safetensors
+    lightsaft-infer info weights/mine.safetensors
+    lightsaft-infer bench --durations 60 240
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .chunking import DEFAULT_OVERLAP, MODES
+from .errors import LightsaftError
+
+PROG = "lightsaft-infer"
+
+
+def _separate(args) -> int:
+    from tqdm import tqdm
+
+    from .separator import Separator
+
+    sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
+                              overlap=args.overlap, trim=args.trim, batch_size=args.batch_size)  # fmt: skip
+    print(f"{PROG}: {sep.describe()}", file=sys.stderr)
+    stems = [s for s in sep.sources if not args.stems or s in args.stems]
+    failed = 0
+    for path in args.files:
+        song = os.path.splitext(os.path.basename(path))[0]
+        out = {s: os.path.join(args.out, song, f"{s}.{args.format}") for s in stems}
+        with tqdm(total=None, unit="window", desc=song, disable=args.quiet, leave=False) as bar:
+
+            def progress(done, total):
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                result = sep.separate_file(path, out, subtype=args.subtype, progress=progress)
+            except LightsaftError as err:
+                bar.close()
+                print(f"{PROG}: error: {err}", file=sys.stderr)
+                failed += 1
+                continue
+        print(f"{path}: {result.duration:.1f} s separated in {result.wall:.1f} s (RTF {result.rtf:.2f}) "
+              f"-> {os.path.join(args.out, song)}/")  # fmt: skip
+    return 1 if failed else 0
+
+
+def _convert(args) -> int:
+    from .checkpoint import convert_checkpoint
+    from .weights import save_weights
+
+    config, tensors = convert_checkpoint(args.checkpoint)
+    save_weights(args.output, config, tensors)
+    print(f"{args.output}: {config.block} model, {sum(t.size for t in tensors.values()):,} values")
+    if args.onnx:
+        return _export(argparse.Namespace(weights=args.output, output=None))
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_onnx
+
+    output = args.output or os.path.splitext(args.weights)[0] + ".onnx"
+    export_onnx(args.weights, output)
+    print(f"{output}: ONNX export of {args.weights}")
+    return 0
+
+
+def _info(args) -> int:
+    import json
+
+    if args.weights.endswith(".onnx"):
+        from .export import onnx_config, onnx_session
+
+        config = onnx_config(onnx_session(args.weights), args.weights)
+    else:
+        from .weights import read_config
+
+        config = read_config(args.weights)
+    print(json.dumps(config.to_dict(), indent=2))
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import run_bench
+
+    run_bench(args.weights, args.durations, args.backends, reference=args.reference, mode=args.mode,
+              overlap=args.overlap, json_path=args.json, threads=args.threads)  # fmt: skip
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="LightSAFT music source separation on CPU.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_options(p):
+        p.add_argument("-w", "--weights", default=None, help="weight file (.safetensors or .onnx); default: weights/default.safetensors or $LIGHTSAFT_WEIGHTS")
+        p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
+        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPU quota granted)")
+        p.add_argument("--mode", default="overlap", choices=MODES, help="'authors' = their MDX chunking (trim 8192, no cross-fade)")
+        p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="cross-faded fraction of each window (overlap mode)")
+
+    p = sub.add_parser("separate", help="separate audio files into stems")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-o", "--out", default="separated", help="output folder: OUT/<song>/<stem>.<format>")
+    model_options(p)
+    p.add_argument("--trim", type=int, default=None, help="samples of context dropped at each window edge (default 8192)")
+    p.add_argument("--batch-size", type=int, default=1, help="windows per network call")
+    p.add_argument("--stems", nargs="+", choices=("vocals", "drums", "bass", "other"), help="only these stems")
+    p.add_argument("--format", default="wav", choices=("wav", "flac"))
+    p.add_argument("--subtype", default="FLOAT", choices=("FLOAT", "PCM_16", "PCM_24"), help="sample format of WAV output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_separate)
+
+    p = sub.add_parser("convert", help="convert the authors' Lightning checkpoint (no pickled code is run)")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="NAME.safetensors")
+    p.add_argument("--onnx", action="store_true", help="also export NAME.onnx beside it")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("export", help="export a weight file to ONNX for the onnx backend")
+    p.add_argument("weights")
+    p.add_argument("-o", "--output", default=None, help="default: the weights' name with .onnx")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("info", help="print a weight file's model configuration")
+    p.add_argument("weights")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("bench", help="time whole-song separation against the MDX budgets")
+    model_options(p)
+    p.add_argument("--durations", type=float, nargs="+", default=[60.0, 240.0], help="song durations in seconds")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=("torch", "onnx"))
+    p.add_argument("--no-reference", dest="reference", action="store_false", help="skip the authors' path")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LightsaftError, ValueError) as err:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""A local stand-in for the grader's ``evaluator.music_demixing`` harness.
+
+Same behaviour as the Music Demixing Challenge starter kit: environment
+variables ``TEST_DATASET_PATH``, ``RESULTS_DATASET_PATH``,
+``PARTIAL_RUN_MUSIC_NAMES``, ``INFERENCE_SETUP_TIMEOUT_SECONDS`` and
+``INFERENCE_PER_MUSIC_TIMEOUT_SECONDS``; a SIGALRM limit around setup and
+around each song's ``prediction`` call; ``<results>/<song>/<stem>.wav``;
+verification that every stem exists; and MDX SDR scoring where a song's
+folder holds its reference stems. ``predict.py`` uses the grader's own copy
+when it is importable and this one otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+import numpy as np
+
+INSTRUMENTS = ("bass", "drums", "other", "vocals")  # keyword order of ``prediction``
+ROUND2_FACTOR = 1.57
+
+
+class TimeoutException(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    """Raise :class:`TimeoutException` in the main thread after ``seconds`` (SIGALRM)."""
+
+    def handler(signum, frame):
+        raise TimeoutException("Prediction timed out!")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.alarm(int(seconds))
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def per_song_timeout() -> int:
+    """The harness's per-song limit, ``INFERENCE_PER_MUSIC_TIMEOUT_SECONDS`` (default 240)."""
+    return int(os.getenv("INFERENCE_PER_MUSIC_TIMEOUT_SECONDS", "240"))
+
+
+def song_budget(duration: float) -> tuple[float, float]:
+    """``(round-1 limit, round-2 limit = 1.57 × duration)`` in seconds for a song of ``duration`` seconds."""
+    return float(per_song_timeout()), ROUND2_FACTOR * duration
+
+
+def mdx_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """The challenge's SDR: ``10·log10((Σ s² + 1e-7) / (Σ (s - ŝ)² + 1e-7))`` over samples and channels."""
+    reference = np.asarray(reference, dtype=np.float64)
+    estimate = np.asarray(estimate, dtype=np.float64)
+    num = np.sum(reference**2) + 1e-7
+    den = np.sum((reference - estimate) ** 2) + 1e-7
+    return float(10.0 * np.log10(num / den))
+
+
+class MusicDemixingPredictor:
+    """Subclass and implement ``prediction_setup`` and ``prediction``; ``run()`` evaluates."""
+
+    def __init__(self):
+        self.test_data_path = os.getenv("TEST_DATASET_PATH", os.getcwd() + "/data/test/")
+        self.results_data_path = os.getenv("RESULTS_DATASET_PATH", os.getcwd() + "/data/results/")
+        self.inference_setup_timeout = int(os.getenv("INFERENCE_SETUP_TIMEOUT_SECONDS", "900"))
+        self.inference_per_music_timeout = per_song_timeout()
+        self.partial_run = os.getenv("PARTIAL_RUN_MUSIC_NAMES", None)
+        self.results = []
+        self.current_music_name = None
+
+    # -- the two methods a submission implements ------------------------
+    def prediction_setup(self):
+        raise NotImplementedError
+
+    def prediction(self, mixture_file_path, bass_file_path, drums_file_path, other_file_path, vocals_file_path):
+        raise NotImplementedError
+
+    # -- harness --------------------------------------------------------
+    def get_all_music_names(self):
+        wanted = self.partial_run.split(",") if self.partial_run else None
+        names = sorted(
+            d for d in os.listdir(self.test_data_path) if os.path.isdir(os.path.join(self.test_data_path, d))
+        )
+        return [d for d in names if wanted is None or d in wanted]
+
+    def get_music_file_location(self, music_name, instrument=None):
+        if instrument is None:
+            return os.path.join(self.test_data_path, music_name, "mixture.wav")
+        os.makedirs(os.path.join(self.results_data_path, music_name), exist_ok=True)
+        return os.path.join(self.results_data_path, music_name, instrument + ".wav")
+
+    def setup(self):
+        with time_limit(self.inference_setup_timeout):
+            self.prediction_setup()
+
+    def verify_results(self, music_name) -> bool:
+        """Every stem exists and has the mixture's length, rate and channel count."""
+        import soundfile as sf
+
+        mixture = sf.info(self.get_music_file_location(music_name))
+        for instrument in INSTRUMENTS:
+            path = self.get_music_file_location(music_name, instrument)
+            if not os.path.exists(path):
+                print(f"{music_name}: {instrument}.wav is missing")
+                return False
+            stem = sf.info(path)
+            if (stem.frames, stem.samplerate, stem.channels) != (mixture.frames, mixture.samplerate, mixture.channels):
+                print(f"{music_name}: {instrument}.wav is {stem.frames} frames, {stem.samplerate} Hz, "
+                      f"{stem.channels} ch; the mixture is {mixture.frames}, {mixture.samplerate}, {mixture.channels}")
+                return False
+        return True
+
+    def evaluation(self):
+        for music_name in self.get_all_music_names():
+            self.current_music_name = music_name
+            print("Evaluating for", music_name, flush=True)
+            start = time.perf_counter()
+            with time_limit(self.inference_per_music_timeout):
+                self.prediction(
+                    mixture_file_path=self.get_music_file_location(music_name),
+                    bass_file_path=self.get_music_file_location(music_name, "bass"),
+                    drums_file_path=self.get_music_file_location(music_name, "drums"),
+                    other_file_path=self.get_music_file_location(music_name, "other"),
+                    vocals_file_path=self.get_music_file_location(music_name, "vocals"),
+                )
+            elapsed = time.perf_counter() - start
+            if not self.verify_results(music_name):
+                raise Exception("verification failed, demixed files not found.")
+            self.results.append({"music_name": music_name, "seconds": elapsed})
+
+    def scoring(self):
+        """MDX SDR per stem for songs whose folder holds reference stems; prints a table, returns the mean."""
+        import soundfile as sf
+
+        rows = []
+        for result in self.results:
+            name = result["music_name"]
+            scores = {}
+            for instrument in INSTRUMENTS:
+                ref_path = os.path.join(self.test_data_path, name, instrument + ".wav")
+                if not os.path.exists(ref_path):
+                    continue
+                reference, _ = sf.read(ref_path, always_2d=True)
+                estimate, _ = sf.read(self.get_music_file_location(name, instrument), always_2d=True)
+                scores[instrument] = mdx_sdr(reference, estimate)
+            if scores:
+                result["sdr"] = scores
+                result["sdr_mean"] = float(np.mean(list(scores.values())))
+                rows.append(result)
+        if rows:
+            print("song".ljust(24) + "".join(i.rjust(9) for i in INSTRUMENTS) + "mean".rjust(9))
+            for r in rows:
+                cells = "".join(f"{r['sdr'].get(i, float('nan')):9.3f}" for i in INSTRUMENTS)
+                print(r["music_name"][:23].ljust(24) + cells + f"{r['sdr_mean']:9.3f}")
+            mean = float(np.mean([r["sdr_mean"] for r in rows]))
+            print(f"mean MDX SDR over {len(rows)} songs: {mean:.3f} dB")
+            return mean
+        return None
+
+    def run(self):
+        self.setup()
+        self.evaluation()
+        self.scoring()
+        print("Evaluation completed")
