@@ -294,9 +294,11 @@ class SeparationGraph(nn.Module):
         self.lasift = nn.ModuleList(b.LaSIFT for b in blocks) if cfg.block == "lightsaft" else None
         with torch.no_grad():
             e = net.embedding(torch.tensor(sources))
-            gammas, betas = net.condition_generator(e)
-            self.gamma = nn.ParameterList(nn.Parameter(g, requires_grad=False) for g in gammas)  # each (m, C, C)
-            self.beta = nn.ParameterList(nn.Parameter(b, requires_grad=False) for b in betas)  # each (m, C)
+            gammas, betas = net.condition_generator(e)  # (S, m, C, C), (S, m, C)
+            # GPoCM as a 1x1 convolution: weight[c, j] = Γ[j, c] (no transposes of the feature map)
+            C = cfg.internal_channels
+            self.gpocm_weight = nn.Parameter(gammas.transpose(-1, -2).reshape(self.S, -1, C, C, 1, 1).contiguous(), requires_grad=False)
+            self.gpocm_bias = nn.Parameter(betas.contiguous(), requires_grad=False)
             # mix[block][s]: (L·b, b) for LightSAFT (values @ mix), (L, 1) for LaSAFT
             self.mix = nn.ParameterList()
             for b in blocks:
@@ -334,7 +336,8 @@ class SeparationGraph(nn.Module):
         for j in range(n):
             i = n + 1 + j
             x = torch.cat((self.upsamplings[j](x), skips[-1 - j]), 1)
-            t = gpocm(self.tfcs[i](x), self.gamma[s][j : j + 1], self.beta[s][j : j + 1])
+            t = self.tfcs[i](x)
+            t = torch.sigmoid(nn.functional.conv2d(t, self.gpocm_weight[s, j], self.gpocm_bias[s, j])) * t  # GPoCM
             x = t + self._frequency(i, s, t)
         return self.last_conv(x)
 
