@@ -94,7 +94,8 @@ class OverlapAdd:
     """Accumulates weighted windows into ``(S, channels, length)`` outputs.
 
     ``add(k, y)`` takes window ``k``'s separated signals ``(S, channels, W)``;
-    ``result()`` returns the normalised track ``(S, channels, length)``.
+    ``result()`` normalises in place and returns the track ``(S, channels, length)``
+    (a view of the accumulator; call it once).
     """
 
     def __init__(self, plan: ChunkPlan, n_sources: int, channels: int):
@@ -113,7 +114,9 @@ class OverlapAdd:
         total = self.total[t : t + n]
         if np.any(total <= 0):
             raise RuntimeError("overlap-add left samples without any window")  # a planning bug, never input
-        return self.out[..., t : t + n] / total
+        out = self.out[..., t : t + n]
+        out /= total  # in place: the stems are the largest arrays of a run
+        return out
 
 
 def window_batches(audio: np.ndarray, plan: ChunkPlan, batch: int):

@@ -97,7 +97,7 @@ class Separator:
             stem = stem.T
             if channels == 1:
                 stem = stem.mean(axis=1, keepdims=True)
-            out[name] = np.ascontiguousarray(resample(stem, self.sample_rate, int(sample_rate), length=n_in))
+            out[name] = resample(stem, self.sample_rate, int(sample_rate), length=n_in)  # a view when nothing changes
         return out
 
     def separate_file(self, mixture_path, stem_paths: dict, subtype: str = "FLOAT", progress=None) -> "FileResult":
