@@ -61,29 +61,25 @@ def read_audio(path) -> tuple[np.ndarray, int]:
     return check_audio(audio, path), int(rate)
 
 
-def write_audio(path, audio: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """Write ``(samples, channels)`` audio atomically; the format follows the extension (WAV by default)."""
-    path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower().lstrip(".") or "wav"
+def _write_file(path: str, audio: np.ndarray, sample_rate: int, subtype: str, fmt_path: str) -> None:
+    """Write ``audio`` to ``path`` in the format that ``fmt_path``'s extension names (WAV by default)."""
+    ext = os.path.splitext(fmt_path)[1].lower().lstrip(".") or "wav"
     fmt = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(ext)
     if fmt is None:
-        raise AudioError(path, f"cannot write .{ext} files; use .wav, .flac or .ogg")
+        raise AudioError(fmt_path, f"cannot write .{ext} files; use .wav, .flac or .ogg")
     if fmt == "FLAC" and subtype == "FLOAT":
         subtype = "PCM_24"
     if fmt == "OGG":
         subtype = "VORBIS"
     try:
-        tmp = atomic_path(path, "." + ext)
-    except OSError as err:
-        raise AudioError(path, f"cannot create the output folder ({err.strerror or err})") from None
-    try:
-        sf.write(tmp, audio, sample_rate, subtype=subtype, format=fmt)
-        os.replace(tmp, path)
+        sf.write(path, audio, sample_rate, subtype=subtype, format=fmt)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
-        raise AudioError(path, f"cannot be written ({err})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        raise AudioError(fmt_path, f"cannot be written ({err})") from None
+
+
+def write_audio(path, audio: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
+    """Write ``(samples, channels)`` audio atomically; the format follows the extension (WAV by default)."""
+    write_stems({path: audio}, sample_rate, subtype)
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: int | None = None) -> np.ndarray:
@@ -104,18 +100,23 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: int | None 
 
 
 def write_stems(stems: dict, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """Write ``{path: (samples, channels)}`` all-or-nothing: every file goes to a temporary name first,
-    and only when all are written are they renamed into place."""
+    """Write ``{path: (samples, channels)}`` all-or-nothing: every file goes to a temporary name beside
+    its target first, and only when all are written are they renamed into place."""
     done = {}
     try:
         for path, audio in stems.items():
-            tmp = atomic_path(path, os.path.splitext(os.fspath(path))[1] or ".wav")
+            path = os.fspath(path)
+            try:
+                tmp = atomic_path(path, os.path.splitext(path)[1] or ".wav")
+            except OSError as err:
+                raise AudioError(path, f"cannot create the output file ({err.strerror or err})") from None
             done[tmp] = path
-            write_audio(tmp, audio, sample_rate, subtype)
+            _write_file(tmp, audio, sample_rate, subtype, fmt_path=path)
         for tmp, path in done.items():
-            os.replace(tmp, path)
-    except OSError as err:
-        raise AudioError(path, f"cannot be written ({err.strerror or err})") from None
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise AudioError(path, f"cannot be written ({err.strerror or err})") from None
     finally:
         for tmp in done:
             if os.path.exists(tmp):

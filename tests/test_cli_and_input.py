@@ -148,3 +148,14 @@ def test_bench_reports_budgets(tmp_path, small_weights, capsys):
     assert r["wall_s"] > 0 and r["peak_rss_mb"] > 10 and abs(r["rtf"] - r["wall_s"] / 2) < 1e-9
     assert report["songs"][0]["budget_round1_s"] == 240 and abs(report["songs"][0]["budget_round2_s"] - 3.14) < 1e-9
     assert "onnx" in out and "margin" in out
+
+
+def test_stems_are_written_all_or_nothing(tmp_path):
+    from lightsaft_infer.audio import write_stems
+    from lightsaft_infer.errors import AudioError
+
+    good, bad = tmp_path / "vocals.wav", tmp_path / "drums.mp4"
+    with pytest.raises(AudioError) as err:
+        write_stems({good: _song(0.1), bad: _song(0.1)}, SR)
+    assert str(err.value).startswith(str(bad)) and ".part" not in str(err.value)
+    assert os.listdir(tmp_path) == []
