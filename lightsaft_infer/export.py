@@ -7,7 +7,7 @@ import warnings
 
 from .config import ModelConfig
 from .errors import WeightFileError
-from .weights import FORMAT, FORMAT_VERSION, atomic_path, load_weights
+from .weights import FORMAT, FORMAT_VERSION, atomic_path
 
 OPSET = 17
 
@@ -20,10 +20,10 @@ def export_onnx(weights_path, onnx_path) -> None:
     import onnx
     import torch
 
-    from .network import ConditionedUNet, SeparationGraph
+    from .backends import TorchBackend
 
-    config, tensors = load_weights(weights_path)
-    graph = SeparationGraph(ConditionedUNet.from_tensors(config, tensors, weights_path))
+    backend = TorchBackend.from_file(weights_path)
+    graph, config = backend.graph, backend.config
     example = torch.zeros(1, 4, 2 * config.frame_multiple, config.n_bins)
     tmp = atomic_path(onnx_path, ".onnx")
     try:
