@@ -106,9 +106,9 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=("torch", "onnx"),
               mode="overlap", overlap=0.125, json_path=None, threads=None, printer=print) -> dict:  # fmt: skip
     """Run the benchmark; print a table and return (and optionally write) the JSON report."""
     from .backends import default_weights, torch_available
+    from .threads import cpu_threads
 
     weights = os.fspath(weights or default_weights())
-    from .threads import cpu_threads
 
     options = {"mode": mode, "overlap": overlap, "threads": threads}
     kinds = (["reference"] if reference and torch_available() else []) + list(backends)

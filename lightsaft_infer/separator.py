@@ -13,11 +13,11 @@ output stems; no whole-song spectrogram is ever built.
 
 from __future__ import annotations
 
-import numpy as np
-
 import dataclasses
 import os
 import time
+
+import numpy as np
 
 from .audio import check_audio, read_audio, resample, write_stems
 from .backends import Backend, open_backend
