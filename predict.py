@@ -5,12 +5,25 @@ use ``lightsaft_infer.mdx``, which behaves the same way. Configuration by
 environment: ``LIGHTSAFT_WEIGHTS`` (a ``.safetensors`` or ``.onnx`` file;
 default ``weights/default.safetensors``), ``LIGHTSAFT_BACKEND``
 (``auto``/``torch``/``onnx``), ``LIGHTSAFT_MODE`` (``overlap``/``authors``),
-``LIGHTSAFT_OVERLAP``, ``LIGHTSAFT_NUM_THREADS``.
+``LIGHTSAFT_OVERLAP``, ``LIGHTSAFT_NUM_THREADS``; ``LIGHTSAFT_FAST`` names the
+fast backend the deadline guard may fall back to (``auto``: ``torch-bf16`` when
+PyTorch is installed; ``none``: no fast path); ``LIGHTSAFT_ROUND2=1`` also
+applies the round-2 limit (1.57 × the song's duration).
+
+Deadline guard: each song's budget is the harness's per-song timeout
+(``INFERENCE_PER_MUSIC_TIMEOUT_SECONDS``, and the round-2 rule when asked),
+less a reserve. Setup measures every path's seconds per window; while a song
+is separated, each window takes the most accurate path that still lets the
+rest finish in time, and if none can, the rest is filled with the mixture
+divided among the stems. Four valid stems are always written before the
+harness's alarm; the log line says which paths ran.
 """
 
 import os
 import sys
 import time
+
+import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,31 +33,64 @@ except ImportError:
     from lightsaft_infer.mdx import MusicDemixingPredictor
 
 from lightsaft_infer.chunking import DEFAULT_OVERLAP
-from lightsaft_infer.mdx import song_budget
+from lightsaft_infer.backends import torch_available
+from lightsaft_infer.mdx import ROUND2_FACTOR, per_song_timeout
 from lightsaft_infer.separator import Separator
+
+#: Kept free before the harness's alarm: the final renames, and the harness's own work around the call.
+RESERVE_S, RESERVE_FRACTION = 1.0, 0.05
+
+
+def fast_backend(exact: str):
+    """The fast path the guard may use: ``$LIGHTSAFT_FAST``, or torch-bf16 when PyTorch is there."""
+    choice = os.environ.get("LIGHTSAFT_FAST", "auto")
+    if choice == "none" or exact == "torch-bf16":
+        return None
+    if choice == "auto":
+        return "torch-bf16" if torch_available() else None
+    return choice
+
+
+def song_deadline(start: float, duration: float) -> tuple[float, float]:
+    """``(deadline, budget)``: the per-song timeout (and the round-2 rule if asked) less the reserve."""
+    budget = float(per_song_timeout())
+    if os.environ.get("LIGHTSAFT_ROUND2") == "1" and duration > 0:
+        budget = min(budget, ROUND2_FACTOR * duration)
+    return start + budget - max(RESERVE_S, RESERVE_FRACTION * budget), budget
 
 
 class LightSAFTPredictor(MusicDemixingPredictor):
     def prediction_setup(self):
         start = time.perf_counter()
+        backend = os.environ.get("LIGHTSAFT_BACKEND", "auto")
         self.separator = Separator.from_file(
             os.environ.get("LIGHTSAFT_WEIGHTS") or None,
-            backend=os.environ.get("LIGHTSAFT_BACKEND", "auto"),
+            backend=backend,
+            fast=fast_backend(backend),
             mode=os.environ.get("LIGHTSAFT_MODE", "overlap"),
             overlap=float(os.environ.get("LIGHTSAFT_OVERLAP", DEFAULT_OVERLAP)),
         )
-        self.separator.warm_up()
-        print(f"setup: {self.separator.describe()} loaded and warmed up in {time.perf_counter() - start:.1f} s", flush=True)
+        costs = self.separator.calibrate()  # warm-up, and the speed the deadline guard starts from
+        speeds = ", ".join(f"{k} {v:.2f} s/window" for k, v in costs.items())
+        print(f"setup: {self.separator.describe()} loaded and warmed up in {time.perf_counter() - start:.1f} s "
+              f"({speeds})", flush=True)
 
     def prediction(self, mixture_file_path, bass_file_path, drums_file_path, other_file_path, vocals_file_path):
+        start = time.perf_counter()
         paths = {"bass": bass_file_path, "drums": drums_file_path, "other": other_file_path, "vocals": vocals_file_path}
-        result = self.separator.separate_file(mixture_file_path, paths)
-        round1, round2 = song_budget(result.duration)
-        budget = min(round1, round2)
+        try:
+            duration = sf.info(mixture_file_path).duration
+        except Exception:  # the separator reports the file's problem in one line
+            duration = 0.0
+        deadline, budget = song_deadline(start, duration)
+        result = self.separator.separate_file(mixture_file_path, paths, deadline=deadline)
+        wall = time.perf_counter() - start
+        exact = set(result.windows) <= {"exact"}
         print(
             f"{os.path.basename(os.path.dirname(mixture_file_path))}: {result.duration:.1f} s of audio in "
-            f"{result.wall:.1f} s (RTF {result.rtf:.2f}); budget {round1:.0f} s (round 1), {round2:.1f} s (round 2): "
-            f"margin {budget - result.wall:.1f} s",
+            f"{wall:.1f} s (RTF {wall / max(result.duration, 1e-9):.2f}); budget {budget:.0f} s: margin "
+            f"{budget - wall:.1f} s; {'exact' if exact else 'DEADLINE GUARD: ' + ', '.join(f'{k} {v}' for k, v in result.windows.items())} "
+            f"({sum(result.windows.values())} windows)",
             flush=True,
         )
 

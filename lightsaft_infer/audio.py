@@ -61,20 +61,73 @@ def read_audio(path) -> tuple[np.ndarray, int]:
     return check_audio(audio, path), int(rate)
 
 
-def _write_file(path: str, audio: np.ndarray, sample_rate: int, subtype: str, fmt_path: str) -> None:
-    """Write ``audio`` to ``path`` in the format that ``fmt_path``'s extension names (WAV by default)."""
-    ext = os.path.splitext(fmt_path)[1].lower().lstrip(".") or "wav"
+def _format(path: str, subtype: str) -> tuple[str, str]:
+    """``(format, subtype)`` for the extension of ``path`` (WAV by default)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".") or "wav"
     fmt = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(ext)
     if fmt is None:
-        raise AudioError(fmt_path, f"cannot write .{ext} files; use .wav, .flac or .ogg")
+        raise AudioError(path, f"cannot write .{ext} files; use .wav, .flac or .ogg")
     if fmt == "FLAC" and subtype == "FLOAT":
         subtype = "PCM_24"
     if fmt == "OGG":
         subtype = "VORBIS"
-    try:
-        sf.write(path, audio, sample_rate, subtype=subtype, format=fmt)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
-        raise AudioError(fmt_path, f"cannot be written ({err})") from None
+    return fmt, subtype
+
+
+class StemWriter:
+    """Writes several files piece by piece, all-or-nothing.
+
+    Each target gets a temporary file beside it; ``write(key, block)`` appends
+    ``(samples, channels)``; ``commit()`` renames every file into place. Leaving
+    the ``with`` block by an exception (or calling ``abort()``) deletes the
+    temporary files, so a failure never leaves a partial stem behind.
+    """
+
+    def __init__(self, paths: dict, sample_rate: int, channels: int, subtype: str = "FLOAT"):
+        self.paths = {k: os.fspath(p) for k, p in paths.items()}
+        self.files, self.tmp = {}, {}
+        try:
+            for key, path in self.paths.items():
+                fmt, sub = _format(path, subtype)
+                try:
+                    self.tmp[key] = atomic_path(path, os.path.splitext(path)[1] or ".wav")
+                    self.files[key] = sf.SoundFile(self.tmp[key], "w", sample_rate, channels, sub, format=fmt)
+                except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
+                    raise AudioError(path, f"cannot be written ({getattr(err, 'strerror', None) or err})") from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, key, block: np.ndarray) -> None:
+        try:
+            self.files[key].write(block)
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
+            raise AudioError(self.paths[key], f"cannot be written ({getattr(err, 'strerror', None) or err})") from None
+
+    def commit(self) -> None:
+        for f in self.files.values():
+            f.close()
+        for key, tmp in self.tmp.items():
+            try:
+                os.replace(tmp, self.paths[key])
+            except OSError as err:
+                raise AudioError(self.paths[key], f"cannot be written ({err.strerror or err})") from None
+        self.tmp = {}
+
+    def abort(self) -> None:
+        for f in self.files.values():
+            f.close()
+        for tmp in self.tmp.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.tmp = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is not None or self.tmp:
+            self.abort()
 
 
 def write_audio(path, audio: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
@@ -100,24 +153,62 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: int | None 
 
 
 def write_stems(stems: dict, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """Write ``{path: (samples, channels)}`` all-or-nothing: every file goes to a temporary name beside
-    its target first, and only when all are written are they renamed into place."""
-    done = {}
-    try:
+    """Write ``{path: (samples, channels)}`` all-or-nothing (see :class:`StemWriter`)."""
+    stems = {os.fspath(p): np.asarray(a) for p, a in stems.items()}
+    channels = {a.shape[1] if a.ndim == 2 else 1 for a in stems.values()}
+    if len(channels) != 1:
+        raise ValueError("all stems must have the same number of channels")
+    with StemWriter({p: p for p in stems}, sample_rate, channels.pop(), subtype) as writer:
         for path, audio in stems.items():
-            path = os.fspath(path)
-            try:
-                tmp = atomic_path(path, os.path.splitext(path)[1] or ".wav")
-            except OSError as err:
-                raise AudioError(path, f"cannot create the output file ({err.strerror or err})") from None
-            done[tmp] = path
-            _write_file(tmp, audio, sample_rate, subtype, fmt_path=path)
-        for tmp, path in done.items():
-            try:
-                os.replace(tmp, path)
-            except OSError as err:
-                raise AudioError(path, f"cannot be written ({err.strerror or err})") from None
-    finally:
-        for tmp in done:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            writer.write(path, audio)
+        writer.commit()
+
+
+class AudioReader:
+    """A mixture file read in pieces: ``read(a, b) -> (2, b - a)`` float32 (mono duplicated).
+
+    Opening checks what :func:`read_audio` checks; every piece is checked for
+    NaN/Inf, so a bad sample anywhere raises :class:`AudioError` naming the file.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise AudioError(self.path, "no such file")
+        if os.path.isdir(self.path):
+            raise AudioError(self.path, "is a directory, not an audio file")
+        try:
+            self.file = sf.SoundFile(self.path)
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+            raise AudioError(self.path, f"cannot be read as audio ({err})") from None
+        except OSError as err:
+            raise AudioError(self.path, f"cannot be read ({err.strerror or err})") from None
+        self.channels, self.sample_rate, self.frames = self.file.channels, self.file.samplerate, self.file.frames
+        if self.channels > MAX_CHANNELS:
+            self.close()
+            raise AudioError(self.path, f"has {self.channels} channels; only mono or stereo is supported")
+        if self.frames <= 0:
+            self.close()
+            raise AudioError(self.path, "holds no samples")
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        try:
+            self.file.seek(a)
+            x = self.file.read(b - a, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+            raise AudioError(self.path, f"cannot be read as audio ({err})") from None
+        if x.shape[0] != b - a:
+            raise AudioError(self.path, f"is truncated: {self.frames} samples announced, {a + x.shape[0]} readable")
+        if not np.isfinite(x).all():
+            bad = a + int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+            raise AudioError(self.path, f"contains NaN or infinite samples (first at sample {bad})")
+        return np.repeat(x.T, 2, axis=0) if x.shape[1] == 1 else x.T
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -91,40 +91,65 @@ def plan_chunks(
 
 
 class OverlapAdd:
-    """Accumulates weighted windows into ``(S, channels, length)`` outputs.
+    """Streaming overlap-add of weighted windows, added in order.
 
-    ``add(k, y)`` takes window ``k``'s separated signals ``(S, channels, W)``;
-    ``result()`` normalises in place and returns the track ``(S, channels, length)``
-    (a view of the accumulator; call it once).
+    ``add(k, y)`` takes window ``k``'s separated signals ``(S, channels, W)``
+    and returns the track samples that no later window touches any more,
+    normalised: ``(S, channels, m)`` with ``m`` = stride (fewer at the track's
+    ends; the last window returns everything left). Concatenated, the returns
+    are the whole track ``(S, channels, length)``. Only one window of
+    accumulator is held, so memory does not grow with the song.
     """
 
     def __init__(self, plan: ChunkPlan, n_sources: int, channels: int):
         self.plan = plan
         self.weights = plan.weights()
-        self.out = np.zeros((n_sources, channels, plan.padded_length), dtype=np.float32)
-        self.total = np.zeros(plan.padded_length, dtype=np.float32)
+        self.acc = np.zeros((n_sources, channels, plan.window), dtype=np.float32)
+        self.total = np.zeros(plan.window, dtype=np.float32)
+        self.next = 0  # index of the next window; the accumulator starts at its padded coordinate
 
-    def add(self, k: int, y: np.ndarray) -> None:
-        s = k * self.plan.stride
-        self.out[..., s : s + self.plan.window] += y * self.weights
-        self.total[s : s + self.plan.window] += self.weights
-
-    def result(self) -> np.ndarray:
-        t, n = self.plan.trim, self.plan.length
-        total = self.total[t : t + n]
-        if np.any(total <= 0):
-            raise RuntimeError("overlap-add left samples without any window")  # a planning bug, never input
-        out = self.out[..., t : t + n]
-        out /= total  # in place: the stems are the largest arrays of a run
+    def add(self, k: int, y: np.ndarray) -> np.ndarray:
+        p = self.plan
+        if k != self.next:
+            raise ValueError(f"windows must be added in order: expected {self.next}, got {k}")
+        self.acc += y * self.weights
+        self.total += self.weights
+        last = k == p.n_windows - 1
+        final = p.window if last else p.stride  # accumulator samples no later window reaches
+        base = k * p.stride - p.trim  # track coordinate of acc[..., 0]
+        lo, hi = max(0, -base), min(final, p.length - base)
+        if hi > lo:
+            total = self.total[lo:hi]
+            if np.any(total <= 0):
+                raise RuntimeError("overlap-add left samples without any window")  # a planning bug, never input
+            out = self.acc[..., lo:hi] / total
+        else:
+            out = np.zeros((*self.acc.shape[:2], 0), dtype=np.float32)
+        if not last:
+            keep = p.window - p.stride
+            self.acc[..., :keep] = self.acc[..., p.stride :]
+            self.acc[..., keep:] = 0.0
+            self.total[:keep] = self.total[p.stride :]
+            self.total[keep:] = 0.0
+        self.next += 1
         return out
 
 
-def window_batches(audio: np.ndarray, plan: ChunkPlan, batch: int):
-    """Yield ``(first_index, windows (b, channels, W))`` from ``audio (channels, length)``.
+def window_batches(audio, plan: ChunkPlan, batch: int, channels: int | None = None):
+    """Yield ``(first_index, windows (b, channels, W))`` from the track.
 
-    Windows are cut from the virtually zero-padded track without building the whole padded copy.
+    ``audio`` is an array ``(channels, length)`` or a callable ``read(a, b) ->
+    (channels, b - a)`` (a file read in pieces). Windows are cut from the
+    virtually zero-padded track without building the whole padded copy.
     """
-    channels = audio.shape[0]
+    if callable(audio):
+        read = audio
+    else:
+        channels = audio.shape[0]
+
+        def read(a, b):
+            return audio[:, a:b]
+
     starts = list(plan.starts())
     for i in range(0, len(starts), batch):
         group = starts[i : i + batch]
@@ -133,5 +158,5 @@ def window_batches(audio: np.ndarray, plan: ChunkPlan, batch: int):
             lo, hi = s - plan.trim, s - plan.trim + plan.window  # track coordinates
             a, b = max(lo, 0), min(hi, plan.length)
             if b > a:
-                out[j, :, a - lo : b - lo] = audio[:, a:b]
+                out[j, :, a - lo : b - lo] = read(a, b)
         yield i, out

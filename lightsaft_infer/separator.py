@@ -7,8 +7,11 @@ Used alike by the CLI, ``predict.py`` and the benchmark::
 
 Per window the STFT is computed once, the backend runs all sources from it in
 one batch, and the iSTFT outputs are cross-faded into the track (see
-:mod:`.chunking`). Memory stays bounded by ``batch_size`` windows plus the
-output stems; no whole-song spectrogram is ever built.
+:mod:`.chunking`). ``separate_file`` streams: the mixture is read window by
+window and finished stem samples are written as they come, so memory does not
+grow with the song. With a ``deadline`` a :class:`~.deadline.DeadlineGuard`
+picks, window by window, the exact path, the fast path (``fast=``), or a
+cheap fill, so that the stems are always written in time.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import time
 
 import numpy as np
 
-from .audio import check_audio, read_audio, resample, write_stems
+from .audio import AudioReader, StemWriter, check_audio, read_audio, resample, write_stems
 from .backends import Backend, open_backend
 from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_chunks, window_batches
+from .deadline import DeadlineGuard
 from .stft import STFT
 
 
@@ -31,14 +35,22 @@ class Separator:
     ``mode`` is ``"overlap"`` (cross-faded windows, ``overlap`` fraction and
     ``trim`` samples of context dropped per edge) or ``"authors"`` (the authors'
     MDX chunking: trim 8192, no cross-fade). ``batch_size`` windows go through
-    the network at once (each carries all sources).
+    the network at once (each carries all sources). ``fast`` is an optional
+    second, faster backend for the same weights that a deadline may fall back to.
     """
 
     def __init__(
         self, backend: Backend, mode: str = "overlap", overlap: float = DEFAULT_OVERLAP, trim: int | None = None,
-        batch_size: int = 1, threads: int | None = None,
+        batch_size: int = 1, threads: int | None = None, fast: Backend | None = None,
     ):  # fmt: skip
         self.backend, self.config = backend, backend.config
+        #: Separation paths, most accurate first; ``costs`` (seconds per window) is filled by :meth:`calibrate`.
+        self.paths = {"exact": backend}
+        if fast is not None:
+            if fast.config != backend.config:
+                raise ValueError("the fast backend must hold the same model as the exact one")
+            self.paths["fast"] = fast
+        self.costs: dict = {}
         self.mode, self.overlap, self.trim = mode, overlap, trim
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -47,9 +59,12 @@ class Separator:
         plan_chunks(0, self.config.window_samples, self.config.hop_length, mode, overlap, trim)  # validate now
 
     @classmethod
-    def from_file(cls, path=None, backend: str = "auto", threads: int | None = None, **options) -> "Separator":
-        """Load ``path`` (``.safetensors`` / ``.onnx``; default model when None) on ``backend``."""
-        return cls(open_backend(path, backend, threads), threads=threads, **options)
+    def from_file(cls, path=None, backend: str = "auto", threads: int | None = None, fast: str | None = None,
+                  **options) -> "Separator":
+        """Load ``path`` (``.safetensors`` / ``.onnx``; default model when None) on ``backend``;
+        ``fast`` names a second backend (e.g. ``"torch-bf16"``) for deadline fallback."""
+        fast_backend = open_backend(path, fast, threads) if fast else None
+        return cls(open_backend(path, backend, threads), threads=threads, fast=fast_backend, **options)
 
     @property
     def sources(self) -> tuple:
@@ -70,66 +85,135 @@ class Separator:
         frames = self.config.num_frame
         self.backend(np.zeros((1, 4, frames, self.config.n_bins), np.float32))
 
+    def calibrate(self) -> dict:
+        """Warm every path up and measure its seconds per window (STFT, network, iSTFT): ``self.costs``."""
+        windows = np.random.default_rng(0).standard_normal((self.batch_size, 2, self.config.window_samples))
+        windows = windows.astype(np.float32) * 0.1
+        for name in self.paths:
+            self._run_batch(name, windows)  # first call: allocation, kernel choice
+            t = time.perf_counter()
+            self._run_batch(name, windows)
+            self.costs[name] = (time.perf_counter() - t) / self.batch_size
+        return dict(self.costs)
+
     def plan(self, samples: int):
         """The chunk plan for a track of ``samples`` samples at the model's rate."""
         return plan_chunks(samples, self.config.window_samples, self.config.hop_length, self.mode, self.overlap, self.trim)
 
-    def separate(self, audio: np.ndarray, sample_rate: int, progress=None) -> dict[str, np.ndarray]:
+    def separate(self, audio: np.ndarray, sample_rate: int, progress=None, deadline: float | None = None,
+                 path: str = "exact") -> dict[str, np.ndarray]:
         """Separate ``audio (samples,)`` or ``(samples, channels)`` (1 or 2 channels) at ``sample_rate``.
 
         Returns ``{source: (samples, channels) float32}`` in the input's shape
         and rate: mono is separated as dual-mono and averaged back, other rates
         are resampled to the model's rate and the stems back. ``progress`` is a
-        callable ``(done_windows, total_windows)``.
+        callable ``(done_windows, total_windows)``; ``deadline`` a
+        ``time.perf_counter()`` instant to finish by (see :meth:`separate_file`);
+        ``path`` picks ``"exact"`` or ``"fast"`` when there is no deadline.
         """
         audio = check_audio(audio)
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, not {sample_rate}")
-        n_in, channels = audio.shape
-        if n_in == 0:
-            return {s: np.zeros((0, channels), np.float32) for s in self.sources}
-        x = resample(audio, int(sample_rate), self.sample_rate)
-        if channels == 1:
-            x = np.repeat(x, 2, axis=1)
-        stems = self._separate_stereo(np.ascontiguousarray(x.T), progress)  # (S, 2, samples)
-        out = {}
-        for name, stem in zip(self.sources, stems):
-            stem = stem.T
-            if channels == 1:
-                stem = stem.mean(axis=1, keepdims=True)
-            out[name] = resample(stem, self.sample_rate, int(sample_rate), length=n_in)  # a view when nothing changes
-        return out
+        if audio.shape[0] == 0:
+            return {s: np.zeros((0, audio.shape[1]), np.float32) for s in self.sources}
+        return self._separate_array(audio, int(sample_rate), progress, self._guard(deadline, path))
 
-    def separate_file(self, mixture_path, stem_paths: dict, subtype: str = "FLOAT", progress=None) -> "FileResult":
+    def separate_file(self, mixture_path, stem_paths: dict, subtype: str = "FLOAT", progress=None,
+                      deadline: float | None = None, path: str = "exact") -> "FileResult":
         """Read ``mixture_path``, separate it, write ``{source: path}`` with the input's length, rate and channels.
 
-        Stems are written all-or-nothing. Returns timings; raises
-        :class:`~.errors.AudioError` naming the file on bad input.
+        At the model's sample rate the file is streamed (read and written
+        window by window); other rates are read whole and resampled. Stems are
+        written all-or-nothing. ``deadline`` (a ``time.perf_counter()``
+        instant) turns on the guard: each window takes the most accurate path
+        that still lets the rest finish in time, and when none can, the rest
+        is filled with the mixture divided among the sources. Returns timings
+        and the windows each path took; raises :class:`~.errors.AudioError`
+        naming the file on bad input.
         """
         unknown = set(stem_paths) - set(self.sources)
         if unknown:
             raise ValueError(f"unknown sources {sorted(unknown)}; this model separates {self.sources}")
         t0 = time.perf_counter()
-        audio, rate = read_audio(mixture_path)
-        t1 = time.perf_counter()
-        stems = self.separate(audio, rate, progress)
-        t2 = time.perf_counter()
-        write_stems({path: stems[name] for name, path in stem_paths.items()}, rate, subtype)
-        t3 = time.perf_counter()
-        return FileResult(os.fspath(mixture_path), audio.shape[0] / rate, t1 - t0, t2 - t1, t3 - t2)
+        guard = self._guard(deadline, path)
+        with AudioReader(mixture_path) as reader:
+            rate, n, channels = reader.sample_rate, reader.frames, reader.channels
+        if rate != self.sample_rate:  # resampling needs the whole signal: read, separate, write
+            audio, _ = read_audio(mixture_path)
+            stems = self._separate_array(audio, rate, progress, guard)
+            t1 = time.perf_counter()
+            write_stems({p: stems[name] for name, p in stem_paths.items()}, rate, subtype)
+            t2 = time.perf_counter()
+            return FileResult(os.fspath(mixture_path), n / rate, 0.0, t1 - t0, t2 - t1, dict(guard.used))
+        with AudioReader(mixture_path) as reader, StemWriter(stem_paths, rate, channels, subtype) as writer:
+            index = {name: i for i, name in enumerate(self.sources)}
 
-    def _separate_stereo(self, x: np.ndarray, progress=None) -> np.ndarray:
-        """``x (2, samples)`` at the model's rate -> ``(S, 2, samples)``."""
-        plan = self.plan(x.shape[1])
+            def sink(block):  # (S, 2, m) -> each stem file, (m, channels)
+                for name in stem_paths:
+                    piece = block[index[name]]
+                    writer.write(name, piece.mean(axis=0, keepdims=True).T if channels == 1 else piece.T)
+
+            self._stream(reader.read, n, sink, guard, progress)
+            t1 = time.perf_counter()
+            writer.commit()
+        t2 = time.perf_counter()
+        return FileResult(os.fspath(mixture_path), n / rate, 0.0, t1 - t0, t2 - t1, dict(guard.used))
+
+    def _separate_array(self, audio: np.ndarray, rate: int, progress, guard) -> dict[str, np.ndarray]:
+        """``audio (samples, channels)`` at ``rate`` -> stems in the same shape and rate."""
+        n_in, channels = audio.shape
+        x = resample(audio, rate, self.sample_rate)
+        if channels == 1:
+            x = np.repeat(x, 2, axis=1)
+        x = np.ascontiguousarray(x.T)  # (2, samples)
+        stems = np.empty((len(self.sources), 2, x.shape[1]), np.float32)
+        done = 0
+
+        def sink(block):  # (S, 2, m), in track order
+            nonlocal done
+            stems[..., done : done + block.shape[-1]] = block
+            done += block.shape[-1]
+
+        self._stream(x, x.shape[1], sink, guard, progress)
+        out = {}
+        for name, stem in zip(self.sources, stems):
+            stem = stem.T
+            if channels == 1:
+                stem = stem.mean(axis=1, keepdims=True)
+            out[name] = resample(stem, self.sample_rate, rate, length=n_in)  # a view when nothing changes
+        return out
+
+    def _guard(self, deadline, path: str) -> DeadlineGuard:
+        """A guard that always answers ``path`` when there is no deadline."""
+        if path not in self.paths:
+            raise ValueError(f"no {path!r} path: this separator has {list(self.paths)}")
+        if deadline is None:
+            return DeadlineGuard(float("inf"), {path: 0.0})
+        if not self.costs:
+            self.calibrate()
+        return DeadlineGuard(deadline, self.costs)
+
+    def _run_batch(self, name, windows: np.ndarray) -> np.ndarray:
+        """``windows (b, 2, W)`` -> separated ``(b, S, 2, W)`` on path ``name``; ``None``: mixture / S."""
+        if name is None:
+            return np.repeat(windows[:, None] / len(self.sources), len(self.sources), axis=1)
+        spec = self.stft.analyse(windows)  # (b, 4, T, F)
+        return self.stft.synthesise(self.paths[name](spec))  # (b, S, 2, W)
+
+    def _stream(self, read, samples: int, sink, guard: DeadlineGuard, progress=None) -> None:
+        """Separate a stereo track given as an array ``(2, samples)`` or ``read(a, b)``; ``sink`` gets
+        ``(S, 2, m)`` blocks in order, together the whole track."""
+        plan = self.plan(samples)
         ola = OverlapAdd(plan, len(self.sources), 2)
-        for first, windows in window_batches(x, plan, self.batch_size):
-            spec = self.stft.analyse(windows)  # (b, 4, T, F)
-            waves = self.stft.synthesise(self.backend(spec))  # (b, S, 2, W)
+        for first, windows in window_batches(read, plan, self.batch_size, channels=2):
+            name = guard.choose(plan.n_windows - first, len(windows))
+            t = time.perf_counter()
+            waves = self._run_batch(name, windows)
+            guard.observe(name, (time.perf_counter() - t) / len(windows), len(windows))
             for j, y in enumerate(waves):
-                ola.add(first + j, y)
+                sink(ola.add(first + j, y))
             if progress is not None:
                 progress(first + len(waves), plan.n_windows)
-        return ola.result()
 
 
 @dataclasses.dataclass
@@ -141,6 +225,7 @@ class FileResult:
     read: float
     separate: float
     write: float
+    windows: dict = dataclasses.field(default_factory=dict)  # windows per path: exact / fast / fill
 
     @property
     def wall(self) -> float:
