@@ -1,0 +1,114 @@
+"""The synthetic corpus generator and the training loop (on a CI-sized mini corpus)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+# .ci/run installs the training requirements: these tests run (and fail) rather than skip without them.
+from training import corpus
+from training.corpus import POOLS, SPLITS, STEMS, make_song, song_rng
+
+SECONDS = (8.0, 10.0)
+
+
+@pytest.fixture(scope="session")
+def mini_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    corpus.generate(str(root), {"train": 2, "valid": 1, "test": 1}, SECONDS, seed=7, workers=1, progress=False)
+    return root
+
+
+def test_layout_and_mixture_is_the_sum_of_the_stems(mini_corpus):
+    songs = sorted(p for p in mini_corpus.glob("*/*") if p.is_dir())
+    assert [p.parent.name for p in songs].count("train") == 2 and len(songs) == 4
+    for song in songs:
+        mix, rate = sf.read(song / "mixture.wav", dtype="int16")
+        assert rate == 44100 and mix.ndim == 2 and mix.shape[1] == 2 and len(mix) > 5 * 44100
+        total = sum(sf.read(song / f"{s}.wav", dtype="int16")[0].astype(np.int32) for s in STEMS)
+        np.testing.assert_array_equal(total, mix.astype(np.int32))
+        for s in STEMS:  # every stem sounds somewhere
+            assert np.abs(sf.read(song / f"{s}.wav", dtype="float32")[0]).max() > 0.01, (song, s)
+
+
+def test_sections_where_a_stem_is_silent(mini_corpus):
+    found = 0
+    for song in sorted(p for p in mini_corpus.glob("*/*") if p.is_dir()):
+        meta = json.loads((song / "song.json").read_text())
+        for section in meta["sections"]:
+            for s in set(STEMS) - set(section["stems"]):
+                # Skip the first 0.8 s of the section: releases and reverb tails of the previous one.
+                a, b = int((section["start"] + 0.8) * 44100), int(section["end"] * 44100)
+                if b - a < 44100:
+                    continue
+                x, _ = sf.read(song / f"{s}.wav", dtype="float32", start=a, stop=b)
+                assert np.sqrt(np.mean(x ** 2)) < 2e-3, (song.name, section, s)
+                found += 1
+    assert found > 0
+
+
+def test_generation_is_deterministic():
+    a, meta_a = make_song(7, "valid", 0, SECONDS)
+    make_song(7, "train", 1, SECONDS)  # state left in the synthesiser must not leak into the next song
+    b, meta_b = make_song(7, "valid", 0, SECONDS)
+    assert meta_a == meta_b
+    for s in STEMS:
+        np.testing.assert_array_equal(a[s], b[s])
+
+
+def test_splits_are_disjoint_in_seeds_and_test_timbres_are_unseen(mini_corpus):
+    draws = {(split, i): tuple(song_rng(7, split, i).integers(0, 2**62, 4)) for split in SPLITS for i in range(50)}
+    assert len(set(draws.values())) == len(draws)
+    seen, unseen = POOLS["seen"], POOLS["unseen"]
+    for key in ("drums", "bass", "other", "choir", "voices"):
+        assert not set(seen[key]) & set(unseen[key]), key
+    meta = json.loads(next(mini_corpus.glob("test/*/song.json")).read_text())
+    for stem in ("drums", "bass", "other"):
+        assert set(meta["programs"][stem]) <= set(unseen[stem])
+    assert meta["voice"]["espeak_voice"] in unseen["voices"]
+    meta = json.loads(next(mini_corpus.glob("train/*/song.json")).read_text())
+    assert meta["voice"]["espeak_voice"] in seen["voices"] and set(meta["programs"]["bass"]) <= set(seen["bass"])
+
+
+def test_a_few_training_steps_reduce_the_loss(mini_corpus):
+    import torch
+
+    from training.train import MDX_CONFIG, ConditionedUNet, MultitrackSet, batch
+
+    torch.manual_seed(0)
+    data = MultitrackSet(str(mini_corpus), "train")
+    rng = np.random.default_rng(0)
+    mix, target, cond = batch(data, rng, 2, MDX_CONFIG.hop_length * 31, coherent=1.0, device="cpu")
+    net = ConditionedUNet(MDX_CONFIG).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss = torch.mean((net(mix, cond) - target) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpus, tmp_path):
+    from lightsaft_infer.separator import Separator
+    from training.train import train
+
+    run = tmp_path / "run"
+    first = train(str(mini_corpus), str(run), frames=16, batch_size=2, steps=2, valid_every=2, valid_batches=1,
+                  progress=False)  # fmt: skip
+    assert first["step"] == 2
+    log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and np.isfinite(log[-1]["valid_loss"])
+    second = train(str(mini_corpus), str(run), frames=16, batch_size=2, steps=4, valid_every=2, valid_batches=1,
+                   progress=False)  # fmt: skip
+    assert second["step"] == 4  # resumed from step 2, not restarted
+    assert (run / "best.onnx").is_file()
+    sep = Separator.from_file(run / "best.safetensors", backend="onnx")
+    x = np.random.default_rng(0).standard_normal((44100, 2)).astype(np.float32) * 0.1
+    stems = sep.separate(x, 44100)
+    assert set(stems) == set(STEMS) and all(np.isfinite(v).all() for v in stems.values())
+    assert os.path.getsize(run / "best.safetensors") > 1e6

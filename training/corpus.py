@@ -1,0 +1,204 @@
+"""Synthetic multitrack corpus in MUSDB18-HQ layout.
+
+    python -m training.corpus ROOT [--train 100 --valid 14 --test 50] [--seconds 60,180] [--seed 0]
+
+writes ``ROOT/{train,valid,test}/<song>/{mixture,vocals,drums,bass,other}.wav``
+(stereo, 44.1 kHz, 16-bit PCM, the mixture exactly the integer sum of the
+stems) and a ``song.json`` with the score's facts (tempo, key, sections, the
+instruments and voice used). Everything is a function of (seed, split, index).
+
+Instrument programs, drum kits and singer voices are split into a pool for
+train/valid and a disjoint pool for test, so test numbers measure
+generalisation to unseen timbres. Needs FluidSynth + GM SoundFonts (Debian:
+fluidsynth, fluid-soundfont-gm, timgm6mb-soundfont,
+musescore-general-soundfont-small), espeak-ng, and the Python packages of
+``training/requirements.txt``; the runtime package needs none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import soundfile as sf
+
+from .compose import Composer, Track
+from .render import SAMPLE_RATE, master, new_song, pan_mono, render_tracks, stem_chain
+from .voice import VoiceSettings, sing
+
+STEMS = ("vocals", "drums", "bass", "other")
+SPLITS = ("valid", "train", "test")  # generation order: validation first, so training can start early
+SPLIT_ID = {"train": 1, "valid": 2, "test": 3}
+
+SOUNDFONTS = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+)
+
+# GM programs per stem; "test" pools are disjoint from the train/valid pools.
+POOLS = {
+    "seen": {
+        "drums": [0, 16, 24, 32],
+        "bass": [32, 33, 34, 36, 38, 43],
+        "other": [0, 1, 3, 4, 6, 8, 10, 16, 17, 19, 24, 25, 26, 28, 40, 41, 42, 48, 49, 56, 57, 60,
+                  64, 65, 68, 71, 73, 80, 81, 88, 89, 94],
+        "choir": [52, 53],
+        "voices": ["en+m1", "en+m2", "en+m3", "en+m4", "en+f1", "en+f2", "en+f4", "en-us+m3", "en-us+f3",
+                   "en+klatt", "en+Andy", "en+Annie"],
+    },
+    "unseen": {
+        "drums": [8, 25, 40],
+        "bass": [35, 37, 39],
+        "other": [2, 5, 11, 18, 27, 30, 46, 50, 61, 66, 74, 83, 91],
+        "choir": [54],
+        "voices": ["en+m7", "en+f5", "en-us+m5", "en-us+f4", "en+Alicia", "en+Gene"],
+    },
+}
+
+
+def song_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """Splits draw from different SeedSequence branches: their seeds can never coincide."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_ID[split], index]))
+
+
+def split_pool(split: str) -> dict:
+    return POOLS["unseen" if split == "test" else "seen"]
+
+
+def pick_voice(rng: np.random.Generator, pool: dict) -> tuple[VoiceSettings, int]:
+    """A singer: espeak voice, formant warp, vibrato, breathiness, and a pitch centre to match."""
+    name = pool["voices"][int(rng.integers(len(pool["voices"])))]
+    high = "+f" in name or name.endswith(("Annie", "Alicia")) or rng.random() < 0.3
+    formant = float(rng.uniform(1.02, 1.22) if high else rng.uniform(0.85, 1.02))
+    centre = int(rng.integers(62, 70) if high else rng.integers(50, 58))
+    voice = VoiceSettings(
+        espeak_voice=name, formant=formant, vibrato_hz=float(rng.uniform(4.5, 6.8)),
+        vibrato_semitones=float(rng.uniform(0.1, 0.6)), breath=float(rng.uniform(0.0, 0.35)),
+        glide_s=float(rng.uniform(0.03, 0.12)), speed=int(rng.integers(130, 200)),
+    )
+    return voice, centre
+
+
+def make_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[dict, dict]:
+    """Compose, render and mix one song; returns (stems as int16 (samples, 2), metadata)."""
+    new_song()
+    rng = song_rng(seed, split, index)
+    pool = split_pool(split)
+    voice, centre = pick_voice(rng, pool)
+    programs = {"drums": pool["drums"], "bass": pool["bass"], "other": pool["other"], "voice_centre": centre}
+    score = Composer(rng, programs, float(rng.uniform(*seconds))).compose()
+    soundfont = SOUNDFONTS[int(rng.integers(len(SOUNDFONTS)))]
+    room = float(rng.uniform(0.2, 0.8))
+    dry = {}
+    for stem in ("drums", "bass", "other"):
+        dry[stem] = render_tracks([t for t in score.tracks if t.stem == stem], score.duration, soundfont)
+    # Vocals: lead voice, a double (and sometimes a third above) in choruses, sometimes a GM choir layer.
+    lead = sing(score.melody, voice, score.duration, rng)
+    vocals = pan_mono(lead, float(rng.uniform(-0.1, 0.1)))
+    chorus = [(s[1], s[2]) for s in score.sections if s[0] == "chorus"]
+    in_chorus = [n for n in score.melody if any(a <= n.start < b for a, b in chorus)]
+    if in_chorus and rng.random() < 0.7:
+        interval = float(rng.choice([0.0, 0.0, 3.0, 4.0, -12.0 if centre > 60 else 12.0]))
+        double = sing(in_chorus, voice, score.duration, rng, transpose=interval)
+        shift = int(rng.integers(200, 1200))
+        double = np.concatenate([np.zeros(shift, np.float32), double[:-shift]])
+        vocals += pan_mono(double * 0.5, float(rng.choice([-0.6, 0.6])))
+    vocals *= 0.5 / (np.abs(vocals).max() + 1e-9)
+    choir = None
+    if rng.random() < 0.35:
+        choir = int(rng.choice(pool["choir"]))
+        notes = [n for n in score.melody]
+        layer = render_tracks([Track("vocals", choir, notes=notes)], score.duration, soundfont)
+        vocals += layer * float(rng.uniform(0.2, 0.5))
+    dry["vocals"] = vocals
+    wet = {}
+    for stem in STEMS:
+        x = dry[stem].astype(np.float32)
+        peak = np.abs(x).max()
+        if peak > 0:
+            x = x / peak * float(10 ** (rng.uniform(-6, 0) / 20))
+        wet[stem] = stem_chain(stem, rng, room)(x, SAMPLE_RATE).astype(np.float32)
+    mixed = master(wet, rng)
+    stems = {k: np.round(np.clip(v, -1, 1) * 32767).astype(np.int16) for k, v in mixed.items()}
+    meta = {
+        "seed": seed, "split": split, "index": index, "tempo": round(score.tempo, 2),
+        "beats_per_bar": score.beats_per_bar, "key": score.key, "mode": score.mode,
+        "duration": round(score.duration, 3), "soundfont": os.path.basename(soundfont),
+        "sections": [{"kind": k, "start": round(a, 3), "end": round(b, 3), "stems": sorted(s)}
+                     for k, a, b, s in score.sections],
+        "programs": {s: sorted({t.program for t in score.tracks if t.stem == s}) for s in ("drums", "bass", "other")},
+        "choir": choir, "voice": voice.__dict__, "voice_centre": centre,
+    }
+    return stems, meta
+
+
+def song_name(split: str, index: int) -> str:
+    return f"synth-{split}-{index:03d}"
+
+
+def write_song(root: str, seed: int, split: str, index: int, seconds: tuple) -> str:
+    """Render one song into ``root/split/name/``; the mixture is the int32 sum of the int16 stems."""
+    folder = os.path.join(root, split, song_name(split, index))
+    if os.path.exists(os.path.join(folder, "song.json")):
+        return folder  # resumable: finished songs are kept
+    stems, meta = make_song(seed, split, index, seconds)
+    mixture = sum(s.astype(np.int32) for s in stems.values())
+    if np.abs(mixture).max() > 32767:
+        raise RuntimeError(f"{folder}: mixture clips after quantisation")
+    # Written into a hidden folder and renamed: a reader (training runs while the corpus grows)
+    # never sees a half-written song.
+    tmp = os.path.join(root, split, "." + song_name(split, index) + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(tmp)
+    for name, x in [("mixture", mixture.astype(np.int16)), *stems.items()]:
+        sf.write(os.path.join(tmp, f"{name}.wav"), x, SAMPLE_RATE, subtype="PCM_16")
+    with open(os.path.join(tmp, "song.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    os.rename(tmp, folder)
+    return folder
+
+
+def generate(root: str, counts: dict, seconds: tuple, seed: int = 0, workers: int = 1, progress=True) -> list:
+    """Write every song of ``counts`` ({split: n}) under ``root``; returns the song folders."""
+    jobs = [(root, seed, split, i, seconds) for split in SPLITS for i in range(counts.get(split, 0))]
+    if workers <= 1:
+        results = [write_song(*job) for job in _progress(jobs, progress)]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(write_song, *job) for job in jobs]
+            results = [f.result() for f in _progress(futures, progress)]
+    return results
+
+
+def _progress(items, enabled):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="songs", unit="song")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.corpus", description=__doc__.split("\n\n")[0])
+    p.add_argument("root")
+    p.add_argument("--train", type=int, default=100)
+    p.add_argument("--valid", type=int, default=14)
+    p.add_argument("--test", type=int, default=50)
+    p.add_argument("--seconds", default="60,180", help="song length range in seconds, 'lo,hi'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args(argv)
+    lo, hi = (float(v) for v in args.seconds.split(","))
+    generate(args.root, {"train": args.train, "valid": args.valid, "test": args.test}, (lo, hi), args.seed,
+             args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
