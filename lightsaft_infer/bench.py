@@ -1,12 +1,18 @@
 """``lightsaft-infer bench``: whole-song timings against the MDX budgets.
 
-For each duration a stereo test song is generated and written to a WAV; then
-each path separates it from file to files in a fresh process (so peak RSS is
-that path's own): the authors' reference path (one ``torch.stft`` → net →
-``torch.istft`` per chunk and per source, batch 1) and :class:`Separator` on
-each backend. Reported per song and path: setup, wall time (read + separate +
-write), real-time factor, peak RSS, the 240 s and 1.57 × duration budgets and
-the margin, and the speed-up over the reference measured in the same run.
+For each duration a stereo test song is generated and written to a WAV (and
+``--song DIR`` adds a real song with its reference stems); then each path
+separates it from file to files in a fresh process (so peak RSS is that
+path's own): the authors' reference path (one ``torch.stft`` → net →
+``torch.istft`` per chunk and per source, batch 1; skipped for songs longer
+than ``reference_max`` seconds) and :class:`Separator` on each backend — the
+exact ones (``onnx``, ``torch``) and the fast one (``torch-bf16``). Reported
+per song and path: setup, wall time (read + separate + write), real-time
+factor, peak RSS, the 240 s and 1.57 × duration budgets and the margin, the
+speed-up over the reference, and for every path its largest difference from
+the first exact path's stems and the change of mean MDX SDR against the
+reference stems (songs with stems only). Per path, the longest song that
+fits 240 s is extrapolated from the RTF of the longest song measured.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import time
 
 import numpy as np
 
-from .mdx import song_budget
+from .mdx import mdx_sdr, song_budget
+
+STEMS = ("vocals", "drums", "bass", "other")
 
 
 def synth_song(duration: float, sample_rate: int = 44100, seed: int = 0) -> np.ndarray:
@@ -80,7 +88,7 @@ def _measure(kind, weights, song, out_dir, options, queue):
 
             sep = Separator.from_file(weights, backend=kind, threads=options.get("threads"),
                                       mode=options["mode"], overlap=options["overlap"])  # fmt: skip
-            sep.warm_up()
+            sep.warm_up()  # the setup figure: load + one window, as predict.py does before the first song
             setup = time.perf_counter() - start
             r = sep.separate_file(song, stems)
             timing = {"read": r.read, "separate": r.separate, "write": r.write}
@@ -102,58 +110,138 @@ def _run_child(kind, weights, song, out_dir, options):
     return result
 
 
-def run_bench(weights=None, durations=(60.0, 240.0), backends=("torch", "onnx"), reference=True,
-              mode="overlap", overlap=0.125, json_path=None, threads=None, printer=print) -> dict:  # fmt: skip
+def run_bench(weights=None, durations=(60.0, 240.0), backends=("onnx", "torch-bf16"), reference=True,
+              mode="overlap", overlap=0.125, json_path=None, threads=None, printer=print, song_dir=None,
+              reference_max=240.0, plot_path=None) -> dict:  # fmt: skip
     """Run the benchmark; print a table and return (and optionally write) the JSON report."""
-    from .backends import default_weights, torch_available
+    import soundfile as sf
+
+    from .backends import EXACT_BACKENDS, default_weights, torch_available
     from .threads import cpu_threads
 
     weights = os.fspath(weights or default_weights())
-
     options = {"mode": mode, "overlap": overlap, "threads": threads}
     kinds = (["reference"] if reference and torch_available() else []) + list(backends)
+    exact = next((k for k in backends if k in EXACT_BACKENDS), None)
     report = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_threads()} threads granted",
-        "weights": weights, "mode": mode, "overlap": overlap, "songs": [],
+        "weights": weights, "mode": mode, "overlap": overlap, "exact_path": exact, "songs": [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="lightsaft-bench-") as tmp:
-        import soundfile as sf
-
+        songs = []
         for duration in durations:
-            song = os.path.join(tmp, f"song-{duration:g}s.wav")
-            sf.write(song, synth_song(duration), 44100, subtype="PCM_16")
+            path = os.path.join(tmp, f"song-{duration:g}s.wav")
+            sf.write(path, synth_song(duration), 44100, subtype="PCM_16")
+            songs.append((f"synth {duration:g}s", path, None))
+        if song_dir is not None:
+            songs.append((os.path.basename(os.path.normpath(song_dir)), os.path.join(song_dir, "mixture.wav"), song_dir))
+        for name, path, stems_dir in songs:
+            duration = sf.info(path).duration
             round1, round2 = song_budget(duration)
-            entry = {"duration_s": duration, "budget_round1_s": round1, "budget_round2_s": round2, "paths": {}}
+            entry = {"song": name, "duration_s": duration, "budget_round1_s": round1, "budget_round2_s": round2,
+                     "paths": {}}  # fmt: skip
+            outputs = {}
             for kind in kinds:
-                r = _run_child(kind, weights, song, tmp, options)
+                if kind == "reference" and duration > reference_max:
+                    continue
+                out_dir = os.path.join(tmp, f"{kind}-{len(report['songs'])}")
+                os.makedirs(out_dir)
+                r = _run_child(kind, weights, path, out_dir, options)
                 if r["ok"]:
                     r["wall_s"] = r["read_s"] + r["separate_s"] + r["write_s"]
                     r["rtf"] = r["wall_s"] / duration
                     r["margin_s"] = min(round1, round2) - r["wall_s"]
+                    outputs[kind] = {s: sf.read(os.path.join(out_dir, f"{kind}-{s}.wav"), dtype="float32")[0] for s in STEMS}
+                    if stems_dir is not None:
+                        refs = {s: sf.read(os.path.join(stems_dir, f"{s}.wav"), dtype="float32")[0] for s in STEMS}
+                        r["mdx_sdr"] = {s: mdx_sdr(refs[s], outputs[kind][s]) for s in STEMS}
+                        r["mdx_sdr"]["mean"] = float(np.mean([r["mdx_sdr"][s] for s in STEMS]))
                 entry["paths"][kind] = r
-            ref = entry["paths"].get("reference", {})
-            for kind, r in entry["paths"].items():
-                if r["ok"] and ref.get("ok"):
-                    r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"]
+            _compare(entry, outputs, exact)
             report["songs"].append(entry)
+    report["fits_240s_up_to_s"] = _longest_fitting(report)
     printer(format_table(report))
     if json_path:
         with open(json_path, "w") as f:
             json.dump(report, f, indent=2)
+    if plot_path:
+        plot(report, plot_path)
     return report
 
 
+def _compare(entry: dict, outputs: dict, exact) -> None:
+    """Speed-up over the reference; difference from the exact path's stems and SDR change against it."""
+    ref = entry["paths"].get("reference", {})
+    base = entry["paths"].get(exact, {})
+    for kind, r in entry["paths"].items():
+        if not r["ok"]:
+            continue
+        if ref.get("ok"):
+            r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"]
+        if kind != exact and exact in outputs:
+            r["max_diff_vs_exact"] = float(max(np.abs(outputs[kind][s] - outputs[exact][s]).max() for s in STEMS))
+            if "mdx_sdr" in r and "mdx_sdr" in base:
+                r["sdr_change_vs_exact_db"] = r["mdx_sdr"]["mean"] - base["mdx_sdr"]["mean"]
+
+
+def _longest_fitting(report: dict) -> dict:
+    """Per path: 240 s / RTF of its longest measured song (separation time grows linearly with length)."""
+    out = {}
+    for entry in sorted(report["songs"], key=lambda e: e["duration_s"]):
+        for kind, r in entry["paths"].items():
+            if r["ok"]:
+                out[kind] = 240.0 / r["rtf"] if r["rtf"] > 0 else float("inf")
+    return out
+
+
+def plot(report: dict, path) -> None:
+    """PNG: wall time against song duration per path, with the 240 s and 1.57 × duration budget lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    songs = sorted(report["songs"], key=lambda e: e["duration_s"])
+    longest = max(e["duration_s"] for e in songs)
+    kinds = sorted({k for e in songs for k in e["paths"]}, key=lambda k: (k != "reference", k))
+    for kind in kinds:
+        pts = [(e["duration_s"], e["paths"][kind]["wall_s"]) for e in songs if e["paths"].get(kind, {}).get("ok")]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=kind)
+    xs = np.array([0, longest * 1.05])
+    ax.axhline(240, color="red", ls="--", lw=1, label="round 1 budget (240 s)")
+    ax.plot(xs, 1.57 * xs, color="darkred", ls=":", lw=1, label="round 2 budget (1.57 × duration)")
+    ax.set_xlabel("song duration (s)")
+    ax.set_ylabel("wall time, read + separate + write (s)")
+    ax.set_title(f"lightsaft-infer bench {report['date']} ({report['machine']})", fontsize=9)
+    ax.set_xlim(0, longest * 1.05)
+    ax.set_ylim(0, max(300, 1.2 * max(r["wall_s"] for e in songs for r in e["paths"].values() if r["ok"])))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def format_table(report: dict) -> str:
-    lines = [f"{report['date']}  {report['machine']}  mode={report['mode']} overlap={report['overlap']}",
-             f"{'song':>7} {'path':>10} {'setup s':>8} {'wall s':>8} {'RTF':>6} {'peak MB':>8} "
-             f"{'240 s':>6} {'1.57×d':>7} {'margin s':>9} {'speed-up':>9}"]  # fmt: skip
+    lines = [f"{report['date']}  {report['machine']}  mode={report['mode']} overlap={report['overlap']}  "
+             f"exact path: {report['exact_path']}",
+             f"{'song':>14} {'path':>10} {'setup s':>8} {'wall s':>8} {'RTF':>6} {'peak MB':>8} "
+             f"{'budget':>7} {'margin s':>9} {'speed-up':>9} {'max diff':>9} {'SDR':>6} {'ΔSDR':>7}"]  # fmt: skip
     for song in report["songs"]:
+        budget = min(song["budget_round1_s"], song["budget_round2_s"])
         for kind, r in song["paths"].items():
-            head = f"{song['duration_s']:>6g}s {kind:>10}"
+            head = f"{song['song']:>14} {kind:>10}"
             if not r["ok"]:
                 lines.append(f"{head} failed: {r['error']}")
                 continue
             speedup = f"{r['speedup_vs_reference']:8.2f}×" if "speedup_vs_reference" in r else f"{'':>9}"
+            diff = f"{r['max_diff_vs_exact']:9.1e}" if "max_diff_vs_exact" in r else f"{'':>9}"
+            sdr = f"{r['mdx_sdr']['mean']:6.2f}" if "mdx_sdr" in r else f"{'':>6}"
+            delta = f"{r['sdr_change_vs_exact_db']:+7.3f}" if "sdr_change_vs_exact_db" in r else f"{'':>7}"
             lines.append(f"{head} {r['setup_s']:8.1f} {r['wall_s']:8.1f} {r['rtf']:6.3f} {r['peak_rss_mb']:8.0f} "
-                         f"{song['budget_round1_s']:6.0f} {song['budget_round2_s']:7.1f} {r['margin_s']:9.1f} {speedup}")  # fmt: skip
+                         f"{budget:7.1f} {r['margin_s']:9.1f} {speedup} {diff} {sdr} {delta}")  # fmt: skip
+    fits = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("fits_240s_up_to_s", {}).items())
+    lines.append(f"longest song that fits 240 s (extrapolated from the longest song measured): {fits}")
     return "\n".join(lines)

@@ -4,7 +4,8 @@
     lightsaft-infer convert epoch=694.ckpt -o weights/mine.safetensors --onnx
     lightsaft-infer export weights/mine.safetensors
     lightsaft-infer info weights/mine.safetensors
-    lightsaft-infer bench --durations 60 240
+    lightsaft-infer bench --durations 60 240 --song data/test/<song> --plot bench.png
+    lightsaft-infer evaluate corpus/ --split test
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 
+from .backends import BACKENDS
 from .chunking import DEFAULT_OVERLAP, MODES
 from .errors import LightsaftError
 
@@ -90,7 +92,36 @@ def _bench(args) -> int:
     from .bench import run_bench
 
     run_bench(args.weights, args.durations, args.backends, reference=args.reference, mode=args.mode,
-              overlap=args.overlap, json_path=args.json, threads=args.threads)  # fmt: skip
+              overlap=args.overlap, json_path=args.json, threads=args.threads, song_dir=args.song,
+              reference_max=args.reference_max, plot_path=args.plot)  # fmt: skip
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate, format_table, song_folders, write_json
+    from .separator import Separator
+
+    song_folders(args.root, args.split)  # a bad folder is reported before the model loads
+    sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
+                              overlap=args.overlap)  # fmt: skip
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="song", desc=f"evaluate {args.split}")
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    report = evaluate(sep, args.root, args.split, limit=args.limit, bss=not args.no_bss, progress=progress if bar else None)
+    if bar is not None:
+        bar.close()
+    report["model"] = sep.describe()
+    print(f"{report['songs']} songs of {args.root}/{args.split}; {sep.describe()}")
+    print(format_table(report, sep.sources))
+    if args.json:
+        write_json(report, args.json)
     return 0
 
 
@@ -101,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_options(p):
         p.add_argument("-w", "--weights", default=None, help="weight file (.safetensors or .onnx); default: weights/default.safetensors or $LIGHTSAFT_WEIGHTS")
-        p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
+        p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
+                       help="onnx / torch: exact fp32; torch-bf16: the fast path (bfloat16, not exact)")
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPU quota granted)")
         p.add_argument("--mode", default="overlap", choices=MODES, help="'authors' = their MDX chunking (trim 8192, no cross-fade)")
         p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="cross-faded fraction of each window (overlap mode)")
@@ -136,10 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time whole-song separation against the MDX budgets")
     model_options(p)
     p.add_argument("--durations", type=float, nargs="+", default=[60.0, 240.0], help="song durations in seconds")
-    p.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=("torch", "onnx"))
+    p.add_argument("--backends", nargs="+", default=["onnx", "torch-bf16"], choices=BACKENDS,
+                   help="paths to time; the first exact one (onnx/torch) is what the others are compared with")
     p.add_argument("--no-reference", dest="reference", action="store_false", help="skip the authors' path")
+    p.add_argument("--reference-max", type=float, default=240.0, help="skip the authors' path for longer songs")
+    p.add_argument("--song", default=None, help="also a real song: a folder with mixture.wav and the four stems (SDR)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--plot", default=None, help="write a PNG of time against duration with the budget lines")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("evaluate", help="score a model on a MUSDB18-HQ-layout split against mix/4 and the IRM oracle")
+    p.add_argument("root", help="folder with SPLIT/<song>/{mixture,vocals,drums,bass,other}.wav")
+    p.add_argument("--split", default="test")
+    model_options(p)
+    p.add_argument("--limit", type=int, default=None, help="only the first N songs")
+    p.add_argument("--no-bss", action="store_true", help="skip BSS-Eval v4 (museval; slow)")
+    p.add_argument("--json", default=None, help="write per-song scores and the summary as JSON here")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
     return parser
 
 

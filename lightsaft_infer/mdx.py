@@ -135,7 +135,8 @@ class MusicDemixingPredictor:
             self.results.append({"music_name": music_name, "seconds": elapsed})
 
     def scoring(self):
-        """MDX SDR per stem for songs whose folder holds reference stems; prints a table, returns the mean."""
+        """MDX SDR per stem for songs whose folder holds reference stems (``<stem>.wav`` or ``.flac``);
+        prints a table, returns the mean."""
         import soundfile as sf
 
         rows = []
@@ -143,8 +144,10 @@ class MusicDemixingPredictor:
             name = result["music_name"]
             scores = {}
             for instrument in INSTRUMENTS:
-                ref_path = os.path.join(self.test_data_path, name, instrument + ".wav")
-                if not os.path.exists(ref_path):
+                # Reference stems may be WAV or FLAC (the committed demo song keeps them small as FLAC).
+                ref_path = next((p for p in (os.path.join(self.test_data_path, name, instrument + ext)
+                                             for ext in (".wav", ".flac")) if os.path.exists(p)), None)
+                if ref_path is None:
                     continue
                 reference, _ = sf.read(ref_path, always_2d=True)
                 estimate, _ = sf.read(self.get_music_file_location(name, instrument), always_2d=True)
