@@ -86,11 +86,15 @@ class Separator:
         self.backend(np.zeros((1, 4, frames, self.config.n_bins), np.float32))
 
     def calibrate(self) -> dict:
-        """Warm every path up and measure its seconds per window (STFT, network, iSTFT): ``self.costs``."""
+        """Warm every path up and take its time per window (STFT, network, iSTFT) as ``self.costs``.
+
+        One timed window per path: the first call also pays allocation and
+        kernel selection, so the estimate errs on the slow (safe) side; the
+        deadline guard then follows what windows really take.
+        """
         windows = np.random.default_rng(0).standard_normal((self.batch_size, 2, self.config.window_samples))
         windows = windows.astype(np.float32) * 0.1
         for name in self.paths:
-            self._run_batch(name, windows)  # first call: allocation, kernel choice
             t = time.perf_counter()
             self._run_batch(name, windows)
             self.costs[name] = (time.perf_counter() - t) / self.batch_size
