@@ -84,6 +84,9 @@ class OnnxBackend(Backend):
         # Trained weights can produce denormal activations, which are slow on x86; flushing them
         # changes values below 1e-38 only.
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        # The memory-pattern planner allocates a second full set of buffers on the second run
+        # (peak RSS 911 MB instead of 571 MB for a 20 s song here) and was not faster.
+        options.enable_mem_pattern = False
         self.session = onnx_session(path, options)
         self.config = onnx_config(self.session, path)
         self._input = self.session.get_inputs()[0].name
