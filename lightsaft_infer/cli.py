@@ -114,7 +114,8 @@ def _evaluate(args) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
-    report = evaluate(sep, args.root, args.split, limit=args.limit, bss=not args.no_bss, progress=progress if bar else None)
+    report = evaluate(sep, args.root, args.split, limit=args.limit, bss=not args.no_bss,
+                      progress=progress if bar else None, bss_songs=args.bss_songs)  # fmt: skip
     if bar is not None:
         bar.close()
     report["model"] = sep.describe()
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N songs")
     p.add_argument("--no-bss", action="store_true", help="skip BSS-Eval v4 (museval; slow)")
+    p.add_argument("--bss-songs", type=int, default=None, help="BSS-Eval on the first N songs only")
     p.add_argument("--json", default=None, help="write per-song scores and the summary as JSON here")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_evaluate)

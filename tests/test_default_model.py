@@ -1,0 +1,54 @@
+"""The shipped default model and the demo song: what a user gets out of the box."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+
+from lightsaft_infer.backends import default_weights
+from lightsaft_infer.mdx import mdx_sdr
+from lightsaft_infer.separator import Separator
+
+from .conftest import REPO
+
+STEMS = ("vocals", "drums", "bass", "other")
+DEMO = REPO / "data" / "test"
+
+
+def test_default_weights_are_the_mdx_configuration_on_both_backends():
+    assert default_weights() == REPO / "weights" / "default.safetensors"
+    for backend in ("onnx", "torch"):
+        sep = Separator.from_file(backend=backend)  # no path: the default model
+        c = sep.config
+        assert (c.block, c.n_fft, c.hop_length, c.num_frame, c.n_blocks, c.internal_channels, c.num_tdfs, c.dk,
+                c.embedding_dim) == ("lightsaft", 2048, 1024, 256, 9, 16, 16, 64, 64)  # fmt: skip
+
+
+def test_demo_song_is_small_and_consistent():
+    songs = [p for p in DEMO.iterdir() if p.is_dir()]
+    assert len(songs) == 1
+    song = songs[0]
+    total = sum(f.stat().st_size for f in song.iterdir())
+    assert total <= 10 * 2**20
+    mix, rate = sf.read(song / "mixture.wav", dtype="int16")
+    assert rate == 44100 and mix.shape[1] == 2 and len(mix) <= 20 * rate
+    summed = sum(sf.read(song / f"{s}.flac", dtype="int16")[0].astype(np.int32) for s in STEMS)
+    np.testing.assert_array_equal(summed, mix)
+
+
+def test_readme_first_command_separates_the_demo_song_better_than_mix_over_4(tmp_path):
+    """``python predict.py`` with no configuration: default model, demo song, time/budget and SDR printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIGHTSAFT_", "TEST_DATASET", "RESULTS_DATASET"))}
+    env["RESULTS_DATASET_PATH"] = str(tmp_path / "results")  # keep the checkout clean
+    proc = subprocess.run([sys.executable, "predict.py"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "budget 240 s: margin" in proc.stdout and "mean MDX SDR over 1 songs" in proc.stdout
+    song = next(p for p in DEMO.iterdir() if p.is_dir())
+    mix = sf.read(song / "mixture.wav", dtype="float32")[0]
+    for s in STEMS:
+        ref = sf.read(song / f"{s}.flac", dtype="float32")[0]
+        est = sf.read(tmp_path / "results" / song.name / f"{s}.wav", dtype="float32")[0]
+        assert mdx_sdr(ref, est) > mdx_sdr(ref, mix / 4) + 1.0, s
