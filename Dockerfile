@@ -1,6 +1,7 @@
 # CPU-only runtime image: ONNX Runtime backend, no torch.
 # Build: docker build -t lightsaft-infer .
-# Run:   docker run --rm -v "$PWD/data:/app/data" lightsaft-infer
+# Run:   docker run --rm lightsaft-infer                        (the committed demo song)
+#        docker run --rm -v "$PWD/data:/app/data" lightsaft-infer (your data/test/<song>/mixture.wav)
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,6 +19,7 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY setup.py README.md predict.py run.sh aicrowd.json ./
 COPY lightsaft_infer ./lightsaft_infer
 COPY weights ./weights
+COPY data ./data
 RUN pip install --no-cache-dir --no-deps . && chown -R 1000:1000 /app
 
 USER 1000

@@ -19,12 +19,12 @@ from lightsaft_infer.evaluate import evaluate
 from lightsaft_infer.separator import Separator
 
 SETTINGS = (  # (mode, overlap, trim)
-    ("authors", 0.0, None),
-    ("overlap", 0.0, 8192),
+    ("authors", 0.0, None),  # = overlap 0, trim 8192
+    ("overlap", 0.0, 0),
+    ("overlap", 0.0, 4096),
+    ("overlap", 0.125, 4096),
     ("overlap", 0.125, 8192),
     ("overlap", 0.25, 8192),
-    ("overlap", 0.125, 2048),
-    ("overlap", 0.5, 8192),
 )
 
 
