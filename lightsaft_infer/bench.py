@@ -178,6 +178,8 @@ def _compare(entry: dict, outputs: dict, exact) -> None:
             continue
         if ref.get("ok"):
             r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"]
+            if kind != "reference" and "reference" in outputs:
+                r["max_diff_vs_reference"] = float(max(np.abs(outputs[kind][s] - outputs["reference"][s]).max() for s in STEMS))
         if kind != exact and exact in outputs:
             r["max_diff_vs_exact"] = float(max(np.abs(outputs[kind][s] - outputs[exact][s]).max() for s in STEMS))
             if "mdx_sdr" in r and "mdx_sdr" in base:
@@ -228,7 +230,7 @@ def format_table(report: dict) -> str:
     lines = [f"{report['date']}  {report['machine']}  mode={report['mode']} overlap={report['overlap']}  "
              f"exact path: {report['exact_path']}",
              f"{'song':>14} {'path':>10} {'setup s':>8} {'wall s':>8} {'RTF':>6} {'peak MB':>8} "
-             f"{'budget':>7} {'margin s':>9} {'speed-up':>9} {'max diff':>9} {'SDR':>6} {'ΔSDR':>7}"]  # fmt: skip
+             f"{'budget':>7} {'margin s':>9} {'speed-up':>9} {'Δ ref':>9} {'Δ exact':>9} {'SDR':>6} {'ΔSDR':>7}"]  # fmt: skip
     for song in report["songs"]:
         budget = min(song["budget_round1_s"], song["budget_round2_s"])
         for kind, r in song["paths"].items():
@@ -237,11 +239,14 @@ def format_table(report: dict) -> str:
                 lines.append(f"{head} failed: {r['error']}")
                 continue
             speedup = f"{r['speedup_vs_reference']:8.2f}×" if "speedup_vs_reference" in r else f"{'':>9}"
+            dref = f"{r['max_diff_vs_reference']:9.1e}" if "max_diff_vs_reference" in r else f"{'':>9}"
             diff = f"{r['max_diff_vs_exact']:9.1e}" if "max_diff_vs_exact" in r else f"{'':>9}"
             sdr = f"{r['mdx_sdr']['mean']:6.2f}" if "mdx_sdr" in r else f"{'':>6}"
             delta = f"{r['sdr_change_vs_exact_db']:+7.3f}" if "sdr_change_vs_exact_db" in r else f"{'':>7}"
             lines.append(f"{head} {r['setup_s']:8.1f} {r['wall_s']:8.1f} {r['rtf']:6.3f} {r['peak_rss_mb']:8.0f} "
-                         f"{budget:7.1f} {r['margin_s']:9.1f} {speedup} {diff} {sdr} {delta}")  # fmt: skip
+                         f"{budget:7.1f} {r['margin_s']:9.1f} {speedup} {dref} {diff} {sdr} {delta}")  # fmt: skip
     fits = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("fits_240s_up_to_s", {}).items())
+    lines.append("Δ ref / Δ exact: largest sample difference from the reference path's / the exact path's stems; "
+                 "SDR: mean MDX SDR against the song's stems; ΔSDR: its change against the exact path")
     lines.append(f"longest song that fits 240 s (extrapolated from the longest song measured): {fits}")
     return "\n".join(lines)
