@@ -112,6 +112,7 @@ was generated for this model in the time available, seed 0.)
 - Steps: {log[-1]['step']} ({log[-1]['seconds'] / 3600:.2f} h wall) on {hardware}. Best validation
   loss {best['valid_loss']:.4f} at step {best['step']} (these weights).
 {extra}
+
 ![loss curve](loss_curve.png)
 
 ## Evaluation on the synthetic test split (`lightsaft-infer evaluate`)

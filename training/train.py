@@ -137,7 +137,8 @@ def evaluate_loss(net, batches, device) -> float:
 
 def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps: int = 20000, minutes: float = 1e9,
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
-          threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16") -> dict:
+          threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
+          init: str | None = None) -> dict:
     """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring."""
     cfg = MDX_CONFIG
     if frames % cfg.frame_multiple:
@@ -148,6 +149,11 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
     os.makedirs(run_dir, exist_ok=True)
     torch.manual_seed(seed)
     net = ConditionedUNet(cfg).to(device).train()
+    if init and not os.path.exists(os.path.join(run_dir, "last.pt")):  # start from exported weights
+        from lightsaft_infer.weights import load_weights
+
+        _, tensors = load_weights(init)
+        net.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     step, best, elapsed = 0, math.inf, 0.0
@@ -222,9 +228,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast precision of the forward pass")
     p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--init", default=None, help="start from these weights (.safetensors), e.g. weights/default.safetensors")
     a = p.parse_args(argv)
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
-                    threads=a.threads, onnx=not a.no_onnx, precision=a.precision)
+                    threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init)
     print(json.dumps(summary))
     return 0
 
