@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from .mdx import mdx_sdr, song_budget
+from .mdx import mdx_sdr, reference_stem, song_budget
 
 STEMS = ("vocals", "drums", "bass", "other")
 
@@ -153,7 +153,7 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=("onnx", "torch-bf
                     r["margin_s"] = min(round1, round2) - r["wall_s"]
                     outputs[kind] = {s: sf.read(os.path.join(out_dir, f"{kind}-{s}.wav"), dtype="float32")[0] for s in STEMS}
                     if stems_dir is not None:
-                        refs = {s: sf.read(os.path.join(stems_dir, f"{s}.wav"), dtype="float32")[0] for s in STEMS}
+                        refs = {s: sf.read(reference_stem(stems_dir, s), dtype="float32")[0] for s in STEMS}
                         r["mdx_sdr"] = {s: mdx_sdr(refs[s], outputs[kind][s]) for s in STEMS}
                         r["mdx_sdr"]["mean"] = float(np.mean([r["mdx_sdr"][s] for s in STEMS]))
                 entry["paths"][kind] = r

@@ -23,7 +23,7 @@ import numpy as np
 
 from .audio import read_audio
 from .errors import AudioError
-from .mdx import mdx_sdr
+from .mdx import mdx_sdr, reference_stem
 from .stft import STFT
 
 SYSTEMS = ("model", "mix/4", "IRM")
@@ -89,7 +89,12 @@ def evaluate(separator, root, split: str = "test", limit: int | None = None, bss
     per_song = []
     for i, song in enumerate(songs):
         mixture, rate = read_audio(os.path.join(song, "mixture.wav"))
-        refs = {s: read_audio(os.path.join(song, f"{s}.wav"))[0] for s in separator.sources}
+        refs = {}
+        for s in separator.sources:
+            path = reference_stem(song, s)
+            if path is None:
+                raise AudioError(os.path.join(song, f"{s}.wav"), "no such reference stem (.wav or .flac)")
+            refs[s] = read_audio(path)[0]
         estimates = {
             "model": separator.separate(mixture, rate),
             "mix/4": {s: mixture / 4 for s in separator.sources},

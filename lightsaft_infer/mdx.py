@@ -53,6 +53,15 @@ def song_budget(duration: float) -> tuple[float, float]:
     return float(per_song_timeout()), ROUND2_FACTOR * duration
 
 
+def reference_stem(folder, stem: str):
+    """``folder/<stem>.wav`` or ``.flac`` (the committed demo song keeps its stems as FLAC), or None."""
+    for ext in (".wav", ".flac"):
+        path = os.path.join(folder, stem + ext)
+        if os.path.exists(path):
+            return path
+    return None
+
+
 def mdx_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     """The challenge's SDR: ``10·log10((Σ s² + 1e-7) / (Σ (s - ŝ)² + 1e-7))`` over samples and channels."""
     reference = np.asarray(reference, dtype=np.float64)
@@ -144,9 +153,7 @@ class MusicDemixingPredictor:
             name = result["music_name"]
             scores = {}
             for instrument in INSTRUMENTS:
-                # Reference stems may be WAV or FLAC (the committed demo song keeps them small as FLAC).
-                ref_path = next((p for p in (os.path.join(self.test_data_path, name, instrument + ext)
-                                             for ext in (".wav", ".flac")) if os.path.exists(p)), None)
+                ref_path = reference_stem(os.path.join(self.test_data_path, name), instrument)
                 if ref_path is None:
                     continue
                 reference, _ = sf.read(ref_path, always_2d=True)

@@ -159,3 +159,21 @@ def test_stems_are_written_all_or_nothing(tmp_path):
         write_stems({good: _song(0.1), bad: _song(0.1)}, SR)
     assert str(err.value).startswith(str(bad)) and ".part" not in str(err.value)
     assert os.listdir(tmp_path) == []
+
+
+def test_bench_scores_a_real_song_and_compares_paths(tmp_path, capsys):
+    """On the demo song (FLAC reference stems): SDR per path, the fast path's difference from the exact one."""
+    from .conftest import REPO
+
+    report_path = tmp_path / "bench.json"
+    code, out, err = _run(["bench", "--durations", "1", "--backends", "onnx", "torch-bf16", "--no-reference",
+                           "--song", str(REPO / "data" / "test" / "synth-test-000"), "--json", str(report_path),
+                           "--plot", str(tmp_path / "bench.png")], capsys)  # fmt: skip
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    demo = report["songs"][-1]["paths"]
+    assert demo["onnx"]["ok"] and demo["torch-bf16"]["ok"], demo
+    assert np.isfinite(demo["onnx"]["mdx_sdr"]["mean"]) and "sdr_change_vs_exact_db" in demo["torch-bf16"]
+    assert 0 < demo["torch-bf16"]["max_diff_vs_exact"] < 0.05  # bf16 is close to, not equal to, fp32
+    assert set(report["fits_240s_up_to_s"]) == {"onnx", "torch-bf16"}
+    assert (tmp_path / "bench.png").stat().st_size > 10_000 and "longest song that fits 240 s" in out
