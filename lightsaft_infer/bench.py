@@ -92,10 +92,24 @@ def _measure(kind, weights, song, out_dir, options, queue):
             setup = time.perf_counter() - start
             r = sep.separate_file(song, stems)
             timing = {"read": r.read, "separate": r.separate, "write": r.write}
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
+        peak = _peak_rss_mb()
         queue.put({"ok": True, "setup_s": setup, **{k + "_s": v for k, v in timing.items()}, "peak_rss_mb": peak})
     except Exception as err:  # reported in the table, never fatal for the other paths
         queue.put({"ok": False, "error": f"{type(err).__name__}: {err}"})
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS. ``VmHWM`` belongs to the process's own address space; Linux's
+    ``ru_maxrss`` carries the parent's high-water mark over fork and exec, so a child started by a
+    parent that once held large arrays would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB -> MB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: the best there is
 
 
 def _run_child(kind, weights, song, out_dir, options):
