@@ -40,25 +40,9 @@ def check_audio(audio: np.ndarray, path=None) -> np.ndarray:
 
 def read_audio(path) -> tuple[np.ndarray, int]:
     """Read a file: ``(audio (samples, channels) float32, sample_rate)``, or raise :class:`AudioError`."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise AudioError(path, "no such file")
-    if os.path.isdir(path):
-        raise AudioError(path, "is a directory, not an audio file")
-    try:
-        info = sf.info(path)
-        if info.channels > MAX_CHANNELS:  # refuse before reading a large multichannel file
-            raise AudioError(path, f"has {info.channels} channels; only mono or stereo is supported")
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    except AudioError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        raise AudioError(path, f"cannot be read as audio ({err})") from None
-    except OSError as err:
-        raise AudioError(path, f"cannot be read ({err.strerror or err})") from None
-    if audio.shape[0] == 0:
-        raise AudioError(path, "holds no samples")
-    return check_audio(audio, path), int(rate)
+    with AudioReader(path) as reader:
+        audio = reader.read(0, reader.frames)[: reader.channels].T  # mono comes back as one channel
+        return check_audio(audio, reader.path), reader.sample_rate
 
 
 def _format(path: str, subtype: str) -> tuple[str, str]:
@@ -167,8 +151,9 @@ def write_stems(stems: dict, sample_rate: int, subtype: str = "FLOAT") -> None:
 class AudioReader:
     """A mixture file read in pieces: ``read(a, b) -> (2, b - a)`` float32 (mono duplicated).
 
-    Opening checks what :func:`read_audio` checks; every piece is checked for
-    NaN/Inf, so a bad sample anywhere raises :class:`AudioError` naming the file.
+    Opening refuses missing files, directories, unreadable or empty audio and
+    more than two channels; every piece is checked for NaN/Inf, so a bad sample
+    anywhere raises :class:`AudioError` naming the file.
     """
 
     def __init__(self, path):

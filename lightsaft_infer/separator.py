@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from .audio import AudioReader, StemWriter, check_audio, read_audio, resample, write_stems
+from .audio import AudioReader, StemWriter, check_audio, resample, write_stems
 from .backends import Backend, open_backend
 from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_chunks, window_batches
 from .deadline import DeadlineGuard
@@ -142,24 +142,22 @@ class Separator:
         guard = self._guard(deadline, path)
         with AudioReader(mixture_path) as reader:
             rate, n, channels = reader.sample_rate, reader.frames, reader.channels
-        if rate != self.sample_rate:  # resampling needs the whole signal: read, separate, write
-            audio, _ = read_audio(mixture_path)
-            stems = self._separate_array(audio, rate, progress, guard)
-            t1 = time.perf_counter()
-            write_stems({p: stems[name] for name, p in stem_paths.items()}, rate, subtype)
-            t2 = time.perf_counter()
-            return FileResult(os.fspath(mixture_path), n / rate, 0.0, t1 - t0, t2 - t1, dict(guard.used))
-        with AudioReader(mixture_path) as reader, StemWriter(stem_paths, rate, channels, subtype) as writer:
-            index = {name: i for i, name in enumerate(self.sources)}
+            if rate != self.sample_rate:  # resampling needs the whole signal: read, separate, then write
+                stems = self._separate_array(reader.read(0, n)[:channels].T, rate, progress, guard)
+                t1 = time.perf_counter()
+                write_stems({p: stems[name] for name, p in stem_paths.items()}, rate, subtype)
+            else:  # streamed: read and written window by window
+                index = {name: i for i, name in enumerate(self.sources)}
+                with StemWriter(stem_paths, rate, channels, subtype) as writer:
 
-            def sink(block):  # (S, 2, m) -> each stem file, (m, channels)
-                for name in stem_paths:
-                    piece = block[index[name]]
-                    writer.write(name, piece.mean(axis=0, keepdims=True).T if channels == 1 else piece.T)
+                    def sink(block):  # (S, 2, m) -> each stem file, (m, channels)
+                        for name in stem_paths:
+                            piece = block[index[name]]
+                            writer.write(name, piece.mean(axis=0, keepdims=True).T if channels == 1 else piece.T)
 
-            self._stream(reader.read, n, sink, guard, progress)
-            t1 = time.perf_counter()
-            writer.commit()
+                    self._stream(reader.read, n, sink, guard, progress)
+                    t1 = time.perf_counter()
+                    writer.commit()
         t2 = time.perf_counter()
         return FileResult(os.fspath(mixture_path), n / rate, 0.0, t1 - t0, t2 - t1, dict(guard.used))
 
