@@ -24,6 +24,7 @@ class DeadlineGuard:
         if not costs:
             raise ValueError("the guard needs at least one path")
         self.deadline, self.costs, self.clock, self.safety = deadline, dict(costs), clock, safety
+        self.fill_cost = 0.0  # seconds per filled window (overlap-add and writing), as measured
         self.used: dict = {}
 
     def left(self) -> float:
@@ -31,7 +32,8 @@ class DeadlineGuard:
 
     def choose(self, remaining: int, batch: int = 1):
         """Path for the next ``batch`` of ``remaining`` windows, or ``None`` for the cheap fill."""
-        left = self.left()
+        # Whatever is chosen, the fill must still fit for every window left: keep its time aside.
+        left = self.left() - remaining * self.fill_cost * self.safety
         fastest = min(self.costs.values()) * self.safety
         after = max(remaining - batch, 0) * fastest
         for name, cost in self.costs.items():
@@ -45,6 +47,8 @@ class DeadlineGuard:
         self.used[key] = self.used.get(key, 0) + windows
         if name is not None:
             self.costs[name] = 0.5 * self.costs[name] + 0.5 * seconds_per_window
+        else:
+            self.fill_cost = max(self.fill_cost, seconds_per_window)
 
     def summary(self) -> str:
         """e.g. ``"exact 12 windows, fast 3 windows"``."""
