@@ -41,3 +41,29 @@ def test_backends_agree_in_overlap_mode(small_weights):
     b = Separator.from_file(small_weights, backend="onnx").separate(x, 44100)
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-5)
+
+
+def test_split_tfc_equals_dense_tfc(small_weights):
+    """The ONNX form of a TFC (sum of per-part convolutions, no Concat) equals the authors' concatenating form."""
+    from lightsaft_infer.network import TFC, _FrozenTFC
+
+    config, tensors = load_weights(small_weights)
+    net = ConditionedUNet.from_tensors(config, tensors)
+    for block in (net.encoders[0], net.decoders[0]):  # input of C and of 2·C channels
+        c_in = block.tfc.H[0][0].in_channels
+        x = torch.from_numpy(np.random.default_rng(5).standard_normal((1, c_in, 32, 64)).astype(np.float32))
+        frozen = _FrozenTFC(block.tfc)
+        with torch.inference_mode():
+            dense = TFC.forward(block.tfc, x).numpy()
+            np.testing.assert_allclose(frozen.split_forward(x).numpy(), dense, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(frozen(x).numpy(), dense, rtol=0, atol=1e-5)
+
+
+def test_onnx_graph_has_no_concat_inside_tfc(small_weights):
+    """Only the decoders' skip connections (one per level and source) concatenate in the exported graph."""
+    import onnx
+
+    config, _ = load_weights(small_weights)
+    model = onnx.load(str(small_weights.with_suffix(".onnx")))
+    concats = sum(node.op_type == "Concat" for node in model.graph.node)
+    assert concats <= config.n_levels * len(config.sources) + 2, concats
