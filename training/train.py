@@ -73,8 +73,12 @@ class MultitrackSet:
         song = int(rng.choice(len(self.songs), p=self.frames / self.frames.sum()))
         return song, int(rng.integers(0, max(1, self.frames[song] - length)))
 
-    def example(self, rng: np.random.Generator, length: int, coherent: float, augment: bool = True):
-        """``(stems (4, length, 2), condition)`` with the stems in SOURCES order."""
+    def example(self, rng: np.random.Generator, length: int, coherent: float, augment: bool = True,
+                condition_p=None):
+        """``(stems (4, length, 2), condition)`` with the stems in SOURCES order.
+
+        ``condition_p``: probability of each source as the target (SOURCES order); uniform if None.
+        """
         stems = []
         place = self.random_place(rng, length) if rng.random() < coherent else None
         for source in SOURCES:
@@ -85,7 +89,7 @@ class MultitrackSet:
                 if rng.random() < 0.5:
                     x = x[:, ::-1]
             stems.append(x)
-        return np.stack(stems), int(rng.integers(len(SOURCES)))
+        return np.stack(stems), int(rng.choice(len(SOURCES), p=condition_p))
 
 
 def complex_channels(wave: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -98,9 +102,10 @@ def complex_channels(wave: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     return spec.permute(0, 4, 1, 3, 2).reshape(B, 4, spec.shape[3], spec.shape[2])
 
 
-def batch(dataset: MultitrackSet, rng, size: int, length: int, coherent: float, device, augment=True):
+def batch(dataset: MultitrackSet, rng, size: int, length: int, coherent: float, device, augment=True,
+          condition_p=None):
     """Mixture and target spectrograms ``(B, 4, T, F)`` and conditions ``(B,)``."""
-    examples = [dataset.example(rng, length, coherent, augment) for _ in range(size)]
+    examples = [dataset.example(rng, length, coherent, augment, condition_p) for _ in range(size)]
     stems = torch.from_numpy(np.stack([e[0] for e in examples])).to(device)  # (B, 4, length, 2)
     cond = torch.tensor([e[1] for e in examples], device=device)
     mix = stems.sum(1)
@@ -138,7 +143,7 @@ def evaluate_loss(net, batches, device) -> float:
 def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps: int = 20000, minutes: float = 1e9,
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
-          init: str | None = None) -> dict:
+          init: str | None = None, condition_p=None) -> dict:
     """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring."""
     cfg = MDX_CONFIG
     if frames % cfg.frame_multiple:
@@ -163,6 +168,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best, elapsed = state["step"], state["best"], state["elapsed"]
+        for group in opt.param_groups:  # the command line's rate wins: lowering it on resume is the schedule
+            group["lr"] = lr
         rng = np.random.default_rng([seed, step])
     data = MultitrackSet(root, "train")
     valid = validation_set(root, frames, valid_batches)
@@ -179,7 +186,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
     # per step than fp32 on this project's 2-core EPYC). The loss and optimiser stay fp32.
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     while step < steps and (time.time() - start) < minutes * 60:
-        mix, target, cond = batch(data, rng, batch_size, length, coherent, device)
+        mix, target, cond = batch(data, rng, batch_size, length, coherent, device, condition_p=condition_p)
         with autocast:
             est = net(mix, cond)
         loss = torch.mean((est.float() - target) ** 2)
@@ -195,7 +202,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
             v = evaluate_loss(net, valid, device)
             data.refresh()
             record = {"step": step, "train_loss": running, "valid_loss": v, "seconds": round(time.time() - start, 1),
-                      "train_songs": len(data.songs)}
+                      "train_songs": len(data.songs), "lr": lr,
+                      "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p]}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if v < best:
@@ -228,10 +236,19 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast precision of the forward pass")
     p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--condition-p", default=None,
+                   help="probability of each target source, 'vocals,drums,bass,other' (default uniform, as the authors)")
     p.add_argument("--init", default=None, help="start from these weights (.safetensors), e.g. weights/default.safetensors")
     a = p.parse_args(argv)
+    condition_p = None
+    if a.condition_p:
+        condition_p = np.array([float(v) for v in a.condition_p.split(",")])
+        if len(condition_p) != len(SOURCES) or (condition_p < 0).any() or condition_p.sum() <= 0:
+            p.error(f"--condition-p needs {len(SOURCES)} non-negative numbers ({','.join(SOURCES)})")
+        condition_p = condition_p / condition_p.sum()
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
-                    threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init)
+                    threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init,
+                    condition_p=condition_p)
     print(json.dumps(summary))
     return 0
 
