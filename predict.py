@@ -5,7 +5,7 @@ use ``lightsaft_infer.mdx``, which behaves the same way. Configuration by
 environment: ``LIGHTSAFT_WEIGHTS`` (a ``.safetensors`` or ``.onnx`` file;
 default ``weights/default.safetensors``), ``LIGHTSAFT_BACKEND``
 (``auto``/``torch``/``onnx``), ``LIGHTSAFT_MODE`` (``overlap``/``authors``),
-``LIGHTSAFT_OVERLAP``, ``LIGHTSAFT_NUM_THREADS``; ``LIGHTSAFT_FAST`` names the
+``LIGHTSAFT_OVERLAP``, ``LIGHTSAFT_TRIM``, ``LIGHTSAFT_NUM_THREADS``; ``LIGHTSAFT_FAST`` names the
 fast backend the deadline guard may fall back to (``auto``: ``torch-bf16`` behind
 the torch backend; ``none``: no fast path); ``LIGHTSAFT_ROUND2=1`` also
 applies the round-2 limit (1.57 × the song's duration).
@@ -71,6 +71,7 @@ class LightSAFTPredictor(MusicDemixingPredictor):
             fast=fast_backend(backend),
             mode=os.environ.get("LIGHTSAFT_MODE", "overlap"),
             overlap=float(os.environ.get("LIGHTSAFT_OVERLAP", DEFAULT_OVERLAP)),
+            trim=int(os.environ["LIGHTSAFT_TRIM"]) if os.environ.get("LIGHTSAFT_TRIM") else None,
         )
         costs = self.separator.calibrate()  # warm-up, and the speed the deadline guard starts from
         speeds = ", ".join(f"{k} {v:.2f} s/window" for k, v in costs.items())

@@ -4,8 +4,8 @@ For each duration a stereo test song is generated and written to a WAV (and
 ``--song DIR`` adds a real song with its reference stems); then each path
 separates it from file to files in a fresh process (so peak RSS is that
 path's own): the authors' reference path (one ``torch.stft`` → net →
-``torch.istft`` per chunk and per source, batch 1; skipped for songs longer
-than ``reference_max`` seconds) and :class:`Separator` on each backend — the
+``torch.istft`` per chunk and per source, batch 1, with the separator's trim
+as their ``K``; skipped for songs longer than ``reference_max`` seconds) and :class:`Separator` on each backend — the
 exact ones (``onnx``, ``torch``) and the fast one (``torch-bf16``). Reported
 per song and path: setup, wall time (read + separate + write), real-time
 factor, peak RSS, the 240 s and 1.57 × duration budgets and the margin, the
@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from .chunking import DEFAULT_OVERLAP, plan_chunks
 from .mdx import mdx_sdr, reference_stem, song_budget
 
 STEMS = ("vocals", "drums", "bass", "other")
@@ -78,7 +79,9 @@ def _measure(kind, weights, song, out_dir, options, queue):
             t0 = time.perf_counter()
             audio, rate = read_audio(song)
             t1 = time.perf_counter()
-            out = separate_reference(net, audio)
+            plan = plan_chunks(0, config.window_samples, config.hop_length, options["mode"], options["overlap"],
+                               options.get("trim"))  # fmt: skip
+            out = separate_reference(net, audio, trim=plan.trim)
             t2 = time.perf_counter()
             write_stems({stems[k]: v for k, v in out.items()}, rate)
             t3 = time.perf_counter()
@@ -87,7 +90,7 @@ def _measure(kind, weights, song, out_dir, options, queue):
             from .separator import Separator
 
             sep = Separator.from_file(weights, backend=kind, threads=options.get("threads"),
-                                      mode=options["mode"], overlap=options["overlap"])  # fmt: skip
+                                      mode=options["mode"], overlap=options["overlap"], trim=options.get("trim"))  # fmt: skip
             sep.warm_up()  # the setup figure: load + one window, as predict.py does before the first song
             setup = time.perf_counter() - start
             r = sep.separate_file(song, stems)
@@ -125,8 +128,8 @@ def _run_child(kind, weights, song, out_dir, options):
 
 
 def run_bench(weights=None, durations=(60.0, 240.0), backends=("onnx", "torch-bf16"), reference=True,
-              mode="overlap", overlap=0.125, json_path=None, threads=None, printer=print, song_dir=None,
-              reference_max=240.0, plot_path=None) -> dict:  # fmt: skip
+              mode="overlap", overlap=DEFAULT_OVERLAP, json_path=None, threads=None, printer=print, song_dir=None,
+              reference_max=240.0, plot_path=None, trim=None) -> dict:  # fmt: skip
     """Run the benchmark; print a table and return (and optionally write) the JSON report."""
     import soundfile as sf
 
@@ -134,13 +137,23 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=("onnx", "torch-bf
     from .threads import cpu_threads
 
     weights = os.fspath(weights or default_weights())
-    options = {"mode": mode, "overlap": overlap, "threads": threads}
+    options = {"mode": mode, "overlap": overlap, "threads": threads, "trim": trim}
     kinds = (["reference"] if reference and torch_available() else []) + list(backends)
     exact = next((k for k in backends if k in EXACT_BACKENDS), None)
     report = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_threads()} threads granted",
-        "weights": weights, "mode": mode, "overlap": overlap, "exact_path": exact, "songs": [],
+        "weights": weights, "mode": mode, "overlap": overlap, "trim": None, "exact_path": exact, "songs": [],
     }  # fmt: skip
+    safetensors = os.path.splitext(weights)[0] + ".safetensors"
+    fade = 0
+    if os.path.exists(safetensors):
+        from .weights import read_config
+
+        config = read_config(safetensors)
+        plan = plan_chunks(0, config.window_samples, config.hop_length, mode, overlap, trim)
+        report["trim"], fade = plan.trim, plan.fade
+    if fade:  # the reference path has no cross-fade: its stems would differ by design
+        kinds = [k for k in kinds if k != "reference"]
     with tempfile.TemporaryDirectory(prefix="lightsaft-bench-") as tmp:
         songs = []
         for duration in durations:
@@ -241,7 +254,8 @@ def plot(report: dict, path) -> None:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{report['date']}  {report['machine']}  mode={report['mode']} overlap={report['overlap']}  "
+    lines = [f"{report['date']}  {report['machine']}  mode={report['mode']} overlap={report['overlap']} "
+             f"trim={report.get('trim')}  "
              f"exact path: {report['exact_path']}",
              f"{'song':>14} {'path':>10} {'setup s':>8} {'wall s':>8} {'RTF':>6} {'peak MB':>8} "
              f"{'budget':>7} {'margin s':>9} {'speed-up':>9} {'Δ ref':>9} {'Δ exact':>9} {'SDR':>6} {'ΔSDR':>7}"]  # fmt: skip

@@ -10,6 +10,12 @@ sum to one exactly, also at the track's ends where a ramp has no partner.
 ``authors`` mode is the authors' MDX chunking: trim 8192 samples (rounded up
 to whole hops), no cross-fade, windows every ``W - 2·trim`` samples.
 
+The default, chosen by measurement (``python -m training.overlap_study``,
+README "Chunking"), is the same scheme with a trim of 2048 samples: on 8
+synthetic test songs its mean MDX SDR equals the authors' 8192 (+0.002 dB)
+for 4.5% fewer windows; trim 0 loses 0.004 dB; cross-fades gain at most
+0.03 dB for 14–38% more windows.
+
 Coordinates: the track is placed at offset ``trim`` in a zero-padded buffer;
 window ``k`` reads ``padded[k·stride : k·stride + W]`` and its kept part lands
 on ``track[k·stride : k·stride + W - 2·trim]``.
@@ -24,7 +30,8 @@ import numpy as np
 
 AUTHORS_TRIM = 8192
 MODES = ("overlap", "authors")
-DEFAULT_OVERLAP = 0.125
+DEFAULT_OVERLAP = 0.0
+DEFAULT_TRIM = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,17 +75,18 @@ def plan_chunks(
     """Plan windows for a track of ``length`` samples.
 
     ``overlap`` is the fraction of each kept part cross-faded with the next
-    (``0 <= overlap <= 0.5``); ``trim`` defaults to the authors' 8192 samples
-    rounded up to whole hops. ``authors`` mode ignores both and uses trim 8192, no fade.
+    (``0 <= overlap <= 0.5``); ``trim`` defaults to ``DEFAULT_TRIM`` (2048)
+    samples rounded up to whole hops. ``authors`` mode ignores both and uses
+    trim 8192, no fade.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if length < 0:
         raise ValueError("length must be >= 0")
     if mode == "authors":
-        trim, overlap = None, 0.0
+        trim, overlap = math.ceil(AUTHORS_TRIM / hop) * hop, 0.0
     if trim is None:
-        trim = math.ceil(AUTHORS_TRIM / hop) * hop
+        trim = math.ceil(DEFAULT_TRIM / hop) * hop
     if not 0 <= trim < window // 2:
         raise ValueError(f"trim must be in [0, {window // 2}), not {trim}")
     if not 0.0 <= overlap <= 0.5:

@@ -15,7 +15,7 @@ import os
 import sys
 
 from .backends import BACKENDS
-from .chunking import DEFAULT_OVERLAP, MODES
+from .chunking import DEFAULT_OVERLAP, DEFAULT_TRIM, MODES
 from .errors import LightsaftError
 
 PROG = "lightsaft-infer"
@@ -92,7 +92,7 @@ def _bench(args) -> int:
     from .bench import run_bench
 
     run_bench(args.weights, args.durations, args.backends, reference=args.reference, mode=args.mode,
-              overlap=args.overlap, json_path=args.json, threads=args.threads, song_dir=args.song,
+              overlap=args.overlap, trim=args.trim, json_path=args.json, threads=args.threads, song_dir=args.song,
               reference_max=args.reference_max, plot_path=args.plot)  # fmt: skip
     return 0
 
@@ -103,7 +103,7 @@ def _evaluate(args) -> int:
 
     song_folders(args.root, args.split)  # a bad folder is reported before the model loads
     sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
-                              overlap=args.overlap)  # fmt: skip
+                              overlap=args.overlap, trim=args.trim)  # fmt: skip
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -138,12 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPU quota granted)")
         p.add_argument("--mode", default="overlap", choices=MODES, help="'authors' = their MDX chunking (trim 8192, no cross-fade)")
         p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="cross-faded fraction of each window (overlap mode)")
+        p.add_argument("--trim", type=int, default=None,
+                       help=f"samples of context dropped at each window edge (overlap mode; default {DEFAULT_TRIM})")
 
     p = sub.add_parser("separate", help="separate audio files into stems")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-o", "--out", default="separated", help="output folder: OUT/<song>/<stem>.<format>")
     model_options(p)
-    p.add_argument("--trim", type=int, default=None, help="samples of context dropped at each window edge (default 8192)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per network call")
     p.add_argument("--stems", nargs="+", choices=("vocals", "drums", "bass", "other"), help="only these stems")
     p.add_argument("--format", default="wav", choices=("wav", "flac"))

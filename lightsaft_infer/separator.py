@@ -32,9 +32,10 @@ from .stft import STFT
 class Separator:
     """Separates songs with one backend.
 
-    ``mode`` is ``"overlap"`` (cross-faded windows, ``overlap`` fraction and
-    ``trim`` samples of context dropped per edge) or ``"authors"`` (the authors'
-    MDX chunking: trim 8192, no cross-fade). ``batch_size`` windows go through
+    ``mode`` is ``"overlap"`` (``trim`` samples of context dropped per window
+    edge, ``overlap`` fraction cross-faded; default trim 2048, no cross-fade:
+    see :mod:`.chunking`) or ``"authors"`` (the authors' MDX chunking: trim
+    8192, no cross-fade). ``batch_size`` windows go through
     the network at once (each carries all sources). ``fast`` is an optional
     second, faster backend for the same weights that a deadline may fall back to.
     """
@@ -76,7 +77,9 @@ class Separator:
 
     def describe(self) -> str:
         c = self.config
-        chunking = "authors' chunking" if self.mode == "authors" else f"overlap {self.overlap:g}"
+        plan = self.plan(0)
+        chunking = ("authors' chunking" if self.mode == "authors"
+                    else f"trim {plan.trim}" + (f", overlap {self.overlap:g}" if plan.fade else ""))
         return (f"{'LightSAFT' if c.block == 'lightsaft' else 'LaSAFT'} (n_fft {c.n_fft}, {c.n_blocks} blocks, "
                 f"{c.internal_channels} channels) on {self.backend.name}, {chunking}")
 
