@@ -51,6 +51,23 @@ def loss_curve(log: list, path: str) -> None:
     plt.close(fig)
 
 
+def phases(log: list) -> str:
+    """Markdown bullets: the step ranges trained with one learning rate / condition sampling / corpus size."""
+    rows, prev_step = [], 0
+    for r in log:
+        key = (r.get("lr", 1e-3), tuple(r["condition_p"]) if r.get("condition_p") else None, r["train_songs"])
+        if rows and rows[-1][0] == key:
+            rows[-1][2] = r["step"]
+        else:
+            rows.append([key, prev_step, r["step"]])
+        prev_step = r["step"]
+    out = []
+    for (lr, p, songs), a, b in rows:
+        sampling = "uniform (the authors')" if p is None else "/".join(f"{v:g}" for v in p)
+        out.append(f"  - steps {a}–{b}: lr {lr:g}, targets {sampling}, {songs} train songs")
+    return "\n".join(out)
+
+
 def eval_table(report: dict) -> str:
     from lightsaft_infer.evaluate import format_table
 
@@ -105,11 +122,14 @@ and valid never use.
 was generated for this model in the time available, seed 0.)
 
 ## Training (`python -m training.train`)
-- Recipe: complex-spectrogram MSE of the conditioned target, Adam (lr 1e-3), a random condition
+- Recipe: complex-spectrogram MSE of the conditioned target, Adam, a random condition
   per example, on-the-fly remixing (each stem from a random song and offset, or with probability
   0.5 all from one place), random gain 0.25–1.25 per stem, random channel swap.
+- Phases (learning rate; probability of each target vocals/drums/bass/other; train songs):
+{phases(log)}
 - Windows of {frames} frames (the net is convolutional in time), batch {batch}, bf16 autocast.
-- Steps: {log[-1]['step']} ({log[-1]['seconds'] / 3600:.2f} h wall) on {hardware}. Best validation
+- Steps: {log[-1]['step']} ({log[-1]['seconds'] / 3600:.2f} h wall, including pauses while the
+  machine ran other jobs) on {hardware}. Best validation
   loss {best['valid_loss']:.4f} at step {best['step']} (these weights).
 {extra}
 
