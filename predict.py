@@ -43,8 +43,9 @@ RESERVE_S, RESERVE_FRACTION = 1.0, 0.05
 
 def fast_backend(exact: str):
     """The fast path the guard may use: ``$LIGHTSAFT_FAST``; ``auto`` takes torch-bf16 only behind the
-    torch backend (on the 2-core EPYC it runs a window in 1.75 s, slower than ONNX Runtime's exact
-    1.6 s, so behind ONNX Runtime it would only cost setup time)."""
+    torch backend (on the 2-core EPYC it runs whole songs at RTF 0.29–0.34 against ONNX Runtime's
+    exact 0.30–0.31, bench of 2026-11-21: no faster, so behind ONNX Runtime it would only cost setup
+    time)."""
     choice = os.environ.get("LIGHTSAFT_FAST", "auto")
     if choice == "none" or exact == "torch-bf16":
         return None
