@@ -79,9 +79,7 @@ def _measure(kind, weights, song, out_dir, options, queue):
             t0 = time.perf_counter()
             audio, rate = read_audio(song)
             t1 = time.perf_counter()
-            plan = plan_chunks(0, config.window_samples, config.hop_length, options["mode"], options["overlap"],
-                               options.get("trim"))  # fmt: skip
-            out = separate_reference(net, audio, trim=plan.trim)
+            out = separate_reference(net, audio, trim=options["trim"])  # the separator's trim, resolved by run_bench
             t2 = time.perf_counter()
             write_stems({stems[k]: v for k, v in out.items()}, rate)
             t3 = time.perf_counter()
@@ -151,7 +149,8 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=("onnx", "torch-bf
 
         config = read_config(safetensors)
         plan = plan_chunks(0, config.window_samples, config.hop_length, mode, overlap, trim)
-        report["trim"], fade = plan.trim, plan.fade
+        options["trim"] = report["trim"] = plan.trim  # resolved once: every path, the reference too, uses it
+        fade = plan.fade
     if fade:  # the reference path has no cross-fade: its stems would differ by design
         kinds = [k for k in kinds if k != "reference"]
     with tempfile.TemporaryDirectory(prefix="lightsaft-bench-") as tmp:

@@ -39,7 +39,7 @@ def study(root, weights, songs: int, backend: str = "onnx") -> list:
         wall = time.perf_counter() - t
         windows_4min = sep.plan(240 * sep.sample_rate).n_windows
         sdr = report["summary"]["model"]
-        rows.append({"mode": mode, "overlap": overlap, "trim": trim if trim is not None else 8192,
+        rows.append({"mode": mode, "overlap": overlap, "trim": sep.plan(0).trim,
                      "windows_per_minute": windows_4min / 4, "wall_s": wall,
                      "mdx_sdr": {s: sdr[s]["mdx"] for s in list(sep.sources) + ["mean"]}})
     return rows
