@@ -10,6 +10,8 @@ from .errors import WeightFileError
 from .weights import FORMAT, FORMAT_VERSION, atomic_path
 
 OPSET = 17
+#: Name of the symbolic frame axis of ``spec`` and ``stems`` (sessions fix it per window size).
+FRAMES_AXIS = "frames"
 
 
 def export_onnx(weights_path, onnx_path) -> None:
@@ -31,7 +33,7 @@ def export_onnx(weights_path, onnx_path) -> None:
             warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
             torch.onnx.export(
                 graph, (example,), tmp, input_names=["spec"], output_names=["stems"], opset_version=OPSET,
-                dynamic_axes={"spec": {2: "frames"}, "stems": {3: "frames"}}, dynamo=False,
+                dynamic_axes={"spec": {2: FRAMES_AXIS}, "stems": {3: FRAMES_AXIS}}, dynamo=False,
             )  # fmt: skip
         model = onnx.load(tmp)
         for key, value in {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}.items():

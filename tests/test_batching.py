@@ -67,3 +67,34 @@ def test_onnx_graph_has_no_concat_inside_tfc(small_weights):
     model = onnx.load(str(small_weights.with_suffix(".onnx")))
     concats = sum(node.op_type == "Concat" for node in model.graph.node)
     assert concats <= config.n_levels * len(config.sources) + 2, concats
+
+
+
+def test_onnx_sessions_fix_the_frame_axis_and_fuse_every_tfc_sum(small_weights, tmp_path):
+    """Each window size runs in a session with the frame axis fixed, where ONNX Runtime fuses the
+    dense-TFC sums into the convolutions in the decoders too; the result equals the symbolic session."""
+    import onnx
+    import onnxruntime as ort
+
+    from lightsaft_infer.backends import onnx_session_options
+
+    path = small_weights.with_suffix(".onnx")
+    backend = OnnxBackend(path, threads=1)
+    frames = 2 * backend.config.frame_multiple
+    options = onnx_session_options(1, frames)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    tfc_adds = [n.name for n in optimized.graph.node if n.op_type == "Add" and "/tfcs." in n.name]
+    assert not tfc_adds, tfc_adds[:5]
+
+    spec = np.random.default_rng(3).standard_normal((2, 4, frames, backend.config.n_bins)).astype(np.float32)
+    symbolic = ort.InferenceSession(str(path), onnx_session_options(1), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([symbolic.run(None, {"spec": spec[b : b + 1]})[0] for b in range(2)])
+    np.testing.assert_allclose(backend(spec), expected, rtol=0, atol=1e-5)
+    # other window sizes get their own session; at most one besides the model's window is kept
+    longer = np.concatenate([spec[:1], spec[1:]], axis=2)  # (1, 4, 2·frames, F)
+    for n in (frames, 2 * frames, frames):
+        out = backend(longer[:, :, :n])
+        assert out.shape == (1, len(backend.config.sources), 4, n, backend.config.n_bins)
+    assert set(backend._sessions) == {backend.config.num_frame, frames}
