@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AudioError
-from .weights import atomic_path
+from .weights import atomic_path, publish
 
 MAX_CHANNELS = 2
 
@@ -93,7 +93,7 @@ class StemWriter:
             f.close()
         for key, tmp in self.tmp.items():
             try:
-                os.replace(tmp, self.paths[key])
+                publish(tmp, self.paths[key])
             except OSError as err:
                 raise AudioError(self.paths[key], f"cannot be written ({err.strerror or err})") from None
         self.tmp = {}

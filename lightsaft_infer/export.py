@@ -7,7 +7,7 @@ import warnings
 
 from .config import ModelConfig
 from .errors import WeightFileError
-from .weights import FORMAT, FORMAT_VERSION, atomic_path
+from .weights import FORMAT, FORMAT_VERSION, atomic_path, publish
 
 OPSET = 17
 #: Name of the symbolic frame axis of ``spec`` and ``stems`` (sessions fix it per window size).
@@ -40,7 +40,7 @@ def export_onnx(weights_path, onnx_path) -> None:
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(model, tmp)
-        os.replace(tmp, onnx_path)
+        publish(tmp, onnx_path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

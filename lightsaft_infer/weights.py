@@ -21,13 +21,25 @@ FORMAT_VERSION = "1"
 
 
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> str:
-    """A fresh temporary file beside ``target``: write there, then ``os.replace``."""
+    """A fresh temporary file beside ``target``: write there, then :func:`publish` it."""
     target = os.fspath(target)
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".part" + suffix, dir=directory)
     os.close(fd)
     return tmp
+
+
+def publish(tmp: str, target: str | os.PathLike) -> None:
+    """Move a finished temporary file onto ``target`` atomically, with the mode ``open()`` would give it.
+
+    mkstemp makes files private (0600), and writers may recreate them; a grader or a host user
+    other than the writer must still be able to read the stems and weights.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, target)
 
 
 def save_weights(path: str | os.PathLike, config: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
@@ -41,7 +53,7 @@ def save_weights(path: str | os.PathLike, config: ModelConfig, tensors: dict[str
             tmp,
             metadata={"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()},
         )
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from lightsaft_infer import cli
 from lightsaft_infer.audio import read_audio
 
 SR = 44100
+UMASK = os.umask(0)
+os.umask(UMASK)  # the process's umask, read back unchanged
 
 
 def _song(seconds=1.5, channels=2, seed=0):
@@ -37,6 +40,8 @@ def test_separate_writes_named_stems(tmp_path, small_weights, capsys):
     for s in ("vocals", "drums", "bass", "other"):
         y, rate = sf.read(tmp_path / "out" / "my song" / f"{s}.wav", always_2d=True)
         assert y.shape == x.shape and rate == SR and np.abs(y).max() > 0
+        # written through a private temporary file, but readable by others as open() would make it
+        assert stat.S_IMODE(os.stat(tmp_path / "out" / "my song" / f"{s}.wav").st_mode) == 0o666 & ~UMASK
     assert "RTF" in out
 
 
@@ -133,6 +138,8 @@ def test_convert_info_and_export(tmp_path, upstream, capsys):
     code, _, err = _run(["convert", str(upstream / "lightsaft_small.ckpt"), "-o", str(out), "--onnx"], capsys)
     assert code == 0, err
     assert out.exists() and out.with_suffix(".onnx").exists()
+    for path in (out, out.with_suffix(".onnx")):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~UMASK
     code, text, _ = _run(["info", str(out.with_suffix(".onnx"))], capsys)
     assert code == 0 and json.loads(text)["num_frame"] == 256
 
