@@ -6,8 +6,10 @@ environment: ``LIGHTSAFT_WEIGHTS`` (a ``.safetensors`` or ``.onnx`` file;
 default ``weights/default.safetensors``), ``LIGHTSAFT_BACKEND``
 (``auto``/``torch``/``onnx``), ``LIGHTSAFT_MODE`` (``overlap``/``authors``),
 ``LIGHTSAFT_OVERLAP``, ``LIGHTSAFT_TRIM``, ``LIGHTSAFT_NUM_THREADS``; ``LIGHTSAFT_FAST`` names the
-fast backend the deadline guard may fall back to (``auto``: ``torch-bf16`` behind
-the torch backend; ``none``: no fast path); ``LIGHTSAFT_ROUND2=1`` also
+fast backend the deadline guard may fall back to (``auto``: ``openvino-bf16`` where
+OpenVINO and a bfloat16 CPU are there, else ``torch-bf16`` behind the torch
+backend, loaded only if the exact path measured at setup could miss the budget
+of a 10-minute song; ``none``: no fast path); ``LIGHTSAFT_ROUND2=1`` also
 applies the round-2 limit (1.57 × the song's duration).
 
 Deadline guard: each song's budget is the harness's per-song timeout
@@ -33,25 +35,46 @@ except ImportError:
     from lightsaft_infer.mdx import MusicDemixingPredictor
 
 from lightsaft_infer.chunking import DEFAULT_OVERLAP
-from lightsaft_infer.backends import torch_available
+from lightsaft_infer.backends import BACKENDS, EXACT_BACKENDS, open_backend, openvino_bf16_available, torch_available
+from lightsaft_infer.deadline import SAFETY
 from lightsaft_infer.mdx import ROUND2_FACTOR, per_song_timeout
 from lightsaft_infer.separator import Separator
 
 #: Kept free before the harness's alarm: the final renames, and the harness's own work around the call.
 RESERVE_S, RESERVE_FRACTION = 1.0, 0.05
+#: ``LIGHTSAFT_FAST=auto`` loads the fast path when the exact one could miss the budget of a song this long (s).
+LONG_SONG_S = 600.0
+FAST_BACKENDS = tuple(b for b in BACKENDS if b not in EXACT_BACKENDS)
 
 
-def fast_backend(exact: str):
-    """The fast path the guard may use: ``$LIGHTSAFT_FAST``; ``auto`` takes torch-bf16 only behind the
-    torch backend (on the 2-core EPYC it runs whole songs at RTF 0.29–0.34 against ONNX Runtime's
-    exact 0.30–0.31, bench of 2026-11-21: no faster, so behind ONNX Runtime it would only cost setup
-    time)."""
+def fast_backend(exact: str) -> str | None:
+    """The fast path the guard may use: ``$LIGHTSAFT_FAST`` (``none``, a backend name, or ``auto``).
+
+    ``auto`` takes ``openvino-bf16`` where OpenVINO is installed and the CPU computes in bfloat16
+    (1.5x the exact path per window on the 2-core EPYC, 2026-11-21), else ``torch-bf16`` behind the
+    torch backend (no faster than ONNX Runtime's fp32 on that CPU, so never behind it).
+    """
     choice = os.environ.get("LIGHTSAFT_FAST", "auto")
-    if choice == "none" or exact == "torch-bf16":
+    if choice == "none" or exact in FAST_BACKENDS:
         return None
-    if choice == "auto":
-        return "torch-bf16" if exact == "torch" and torch_available() else None
-    return choice
+    if choice != "auto":
+        return choice
+    if openvino_bf16_available():
+        return "openvino-bf16"
+    return "torch-bf16" if exact == "torch" and torch_available() else None
+
+
+def fast_needed(separator: Separator) -> bool:
+    """Whether the exact path, at the speed measured at setup, could miss the budget of a ``LONG_SONG_S`` song.
+
+    Compiling the fast path costs ~4-5 s of setup, so ``auto`` loads it only where it may be needed
+    (``LIGHTSAFT_FAST`` naming a backend always loads it).
+    """
+    if os.environ.get("LIGHTSAFT_FAST", "auto") != "auto":
+        return True
+    windows = separator.plan(int(LONG_SONG_S * separator.sample_rate)).n_windows
+    deadline, _ = song_deadline(0.0, LONG_SONG_S)
+    return windows * separator.costs["exact"] * SAFETY > deadline
 
 
 def song_deadline(start: float, duration: float) -> tuple[float, float]:
@@ -66,15 +89,20 @@ class LightSAFTPredictor(MusicDemixingPredictor):
     def prediction_setup(self):
         start = time.perf_counter()
         backend = os.environ.get("LIGHTSAFT_BACKEND", "auto")
+        weights = os.environ.get("LIGHTSAFT_WEIGHTS") or None
         self.separator = Separator.from_file(
-            os.environ.get("LIGHTSAFT_WEIGHTS") or None,
+            weights,
             backend=backend,
-            fast=fast_backend(backend),
             mode=os.environ.get("LIGHTSAFT_MODE", "overlap"),
             overlap=float(os.environ.get("LIGHTSAFT_OVERLAP", DEFAULT_OVERLAP)),
             trim=int(os.environ["LIGHTSAFT_TRIM"]) if os.environ.get("LIGHTSAFT_TRIM") else None,
         )
-        costs = self.separator.calibrate()  # warm-up, and the speed the deadline guard starts from
+        self.separator.calibrate()  # warm-up, and the speed the deadline guard starts from
+        fast = fast_backend(self.separator.backend.name)
+        if fast and fast_needed(self.separator):
+            self.separator.add_fast(open_backend(weights, fast))
+            self.separator.calibrate(["fast"])
+        costs = self.separator.costs
         speeds = ", ".join(f"{k} {v:.2f} s/window" for k, v in costs.items())
         print(f"setup: {self.separator.describe()} loaded and warmed up in {time.perf_counter() - start:.1f} s "
               f"({speeds})", flush=True)

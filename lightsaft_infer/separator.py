@@ -47,11 +47,9 @@ class Separator:
         self.backend, self.config = backend, backend.config
         #: Separation paths, most accurate first; ``costs`` (seconds per window) is filled by :meth:`calibrate`.
         self.paths = {"exact": backend}
-        if fast is not None:
-            if fast.config != backend.config:
-                raise ValueError("the fast backend must hold the same model as the exact one")
-            self.paths["fast"] = fast
         self.costs: dict = {}
+        if fast is not None:
+            self.add_fast(fast)
         self.mode, self.overlap, self.trim = mode, overlap, trim
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -59,11 +57,18 @@ class Separator:
         self.stft = STFT(self.config.n_fft, self.config.hop_length, workers=threads or 1)
         plan_chunks(0, self.config.window_samples, self.config.hop_length, mode, overlap, trim)  # validate now
 
+    def add_fast(self, fast: Backend) -> None:
+        """Give the deadline guard a faster (less exact) path for the same model; :meth:`calibrate` again after."""
+        if fast.config != self.config:
+            raise ValueError("the fast backend must hold the same model as the exact one")
+        self.paths["fast"] = fast
+        self.costs.pop("fast", None)
+
     @classmethod
     def from_file(cls, path=None, backend: str = "auto", threads: int | None = None, fast: str | None = None,
                   **options) -> "Separator":
         """Load ``path`` (``.safetensors`` / ``.onnx``; default model when None) on ``backend``;
-        ``fast`` names a second backend (e.g. ``"torch-bf16"``) for deadline fallback."""
+        ``fast`` names a second backend (e.g. ``"openvino-bf16"``) for deadline fallback."""
         fast_backend = open_backend(path, fast, threads) if fast else None
         return cls(open_backend(path, backend, threads), threads=threads, fast=fast_backend, **options)
 
@@ -88,8 +93,8 @@ class Separator:
         frames = self.config.num_frame
         self.backend(np.zeros((1, 4, frames, self.config.n_bins), np.float32))
 
-    def calibrate(self) -> dict:
-        """Warm every path up and take its time per window (STFT, network, iSTFT) as ``self.costs``.
+    def calibrate(self, names=None) -> dict:
+        """Warm every path (or those ``names``) up and take its time per window (STFT, network, iSTFT) as ``self.costs``.
 
         One timed window per path: the first call also pays allocation and
         kernel selection, so the estimate errs on the slow (safe) side; the
@@ -97,7 +102,7 @@ class Separator:
         """
         windows = np.random.default_rng(0).standard_normal((self.batch_size, 2, self.config.window_samples))
         windows = windows.astype(np.float32) * 0.1
-        for name in self.paths:
+        for name in self.paths if names is None else names:
             t = time.perf_counter()
             self._run_batch(name, windows)
             self.costs[name] = (time.perf_counter() - t) / self.batch_size
@@ -194,9 +199,10 @@ class Separator:
             raise ValueError(f"no {path!r} path: this separator has {list(self.paths)}")
         if deadline is None:
             return DeadlineGuard(float("inf"), {path: 0.0})
-        if not self.costs:
-            self.calibrate()
-        return DeadlineGuard(deadline, self.costs)
+        missing = [name for name in self.paths if name not in self.costs]
+        if missing:
+            self.calibrate(missing)
+        return DeadlineGuard(deadline, {name: self.costs[name] for name in self.paths})  # most accurate first
 
     def _run_batch(self, name, windows: np.ndarray) -> np.ndarray:
         """``windows (b, 2, W)`` -> separated ``(b, S, 2, W)`` on path ``name``; ``None``: mixture / S."""

@@ -78,3 +78,15 @@ def test_mdx_sdr_formula():
     s = np.ones((100, 2))
     assert abs(mdx_sdr(s, 0.9 * s) - 20.0) < 1e-6  # error is 10% of the signal: 20 dB
     assert mdx_sdr(s, s) > 90
+
+
+def test_predict_loads_a_named_fast_path(tmp_path, small_weights):
+    from lightsaft_infer.backends import openvino_bf16_available
+
+    fast = "openvino-bf16" if openvino_bf16_available() else "torch-bf16"
+    _make_songs(tmp_path / "test")
+    proc = _predict(tmp_path, small_weights, {"LIGHTSAFT_BACKEND": "onnx", "LIGHTSAFT_FAST": fast})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    setup = next(l for l in proc.stdout.splitlines() if l.startswith("setup:"))
+    assert "exact " in setup and "fast " in setup, setup  # both paths warmed up and timed for the guard
+    _check_results(tmp_path)

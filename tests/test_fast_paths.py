@@ -1,0 +1,80 @@
+"""The fast (bfloat16) paths: close to the exact path on music, not equal to it; and when predict.py loads one."""
+
+import importlib.util
+import types
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lightsaft_infer.backends import OnnxBackend, open_backend, openvino_bf16_available
+from lightsaft_infer.separator import Separator
+from lightsaft_infer.stft import STFT
+
+from .conftest import REPO
+
+needs_openvino_bf16 = pytest.mark.skipif(
+    not openvino_bf16_available(), reason="OpenVINO is not installed or this CPU has no bfloat16 support"
+)
+
+
+def _music_windows(config, n=2):
+    """The demo song's first ``n`` windows as network input ``(n, 4, T, F)``."""
+    mix, _ = sf.read(REPO / "data" / "test" / "synth-test-000" / "mixture.wav", dtype="float32", always_2d=True)
+    W = config.window_samples
+    waves = np.stack([mix[k * W : (k + 1) * W].T for k in range(n)])
+    return STFT(config.n_fft, config.hop_length).analyse(waves)
+
+
+@needs_openvino_bf16
+def test_openvino_bf16_is_close_to_exact_on_music():
+    weights = REPO / "weights" / "default.onnx"
+    exact = OnnxBackend(weights)
+    fast = open_backend(weights, "openvino-bf16")
+    assert fast.name == "openvino-bf16" and fast.config == exact.config
+    spec = _music_windows(exact.config)
+    y, z = fast(spec), exact(spec)
+    assert y.shape == z.shape == (2, 4, 4, exact.config.num_frame, exact.config.n_bins)
+    relative = np.linalg.norm(y - z) / np.linalg.norm(z)
+    assert 1e-5 < relative < 2e-2, relative  # bfloat16 products: close to fp32, but not fp32
+    short = spec[:1, :, : 2 * exact.config.frame_multiple]  # other window sizes compile on first use
+    assert fast(short).shape == exact(short).shape
+
+
+def test_openvino_backend_reports_what_is_missing(small_weights, monkeypatch):
+    import lightsaft_infer.backends as backends
+
+    from lightsaft_infer.errors import LightsaftError
+
+    monkeypatch.setattr(backends, "module_available", lambda name: name != "openvino")
+    with pytest.raises(LightsaftError, match=r"needs OpenVINO: pip install 'lightsaft-infer\[openvino\]'"):
+        open_backend(small_weights.with_suffix(".onnx"), "openvino-bf16")
+
+
+def _load_predict():
+    spec = importlib.util.spec_from_file_location("predict_under_test", REPO / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_auto_loads_the_fast_path_only_when_the_exact_one_could_miss_a_long_song(monkeypatch, mdx_config):
+    predict = _load_predict()
+    monkeypatch.setenv("INFERENCE_PER_MUSIC_TIMEOUT_SECONDS", "240")
+    monkeypatch.delenv("LIGHTSAFT_FAST", raising=False)
+    monkeypatch.delenv("LIGHTSAFT_ROUND2", raising=False)
+    sep = Separator(types.SimpleNamespace(config=mdx_config, name="onnx"))
+    windows = sep.plan(int(predict.LONG_SONG_S * mdx_config.sample_rate)).n_windows  # 103 for 10 minutes
+    deadline, _ = predict.song_deadline(0.0, predict.LONG_SONG_S)
+    sep.costs = {"exact": 0.95 * deadline / (windows * predict.SAFETY)}
+    assert not predict.fast_needed(sep)  # fits with the guard's safety: no ~5 s of compiling
+    sep.costs = {"exact": 1.05 * deadline / (windows * predict.SAFETY)}
+    assert predict.fast_needed(sep)
+    monkeypatch.setenv("LIGHTSAFT_FAST", "torch-bf16")  # named explicitly: always loaded
+    sep.costs = {"exact": 0.01}
+    assert predict.fast_needed(sep) and predict.fast_backend("onnx") == "torch-bf16"
+    monkeypatch.setenv("LIGHTSAFT_FAST", "none")
+    assert predict.fast_backend("onnx") is None
+    monkeypatch.setenv("LIGHTSAFT_FAST", "auto")
+    assert predict.fast_backend("openvino-bf16") is None  # already fast
+    assert predict.fast_backend("onnx") == ("openvino-bf16" if openvino_bf16_available() else None)
