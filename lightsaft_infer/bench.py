@@ -6,8 +6,9 @@ separates it from file to files in a fresh process (so peak RSS is that
 path's own): the authors' reference path (one ``torch.stft`` → net →
 ``torch.istft`` per chunk and per source, batch 1, with the separator's trim
 as their ``K``; skipped for songs longer than ``reference_max`` seconds) and :class:`Separator` on each backend — the
-exact ones (``onnx``, ``torch``) and the fast ones (``openvino-bf16``,
-``torch-bf16``; by default the one ``predict.py`` would fall back to). Reported
+exact ones (``onnx``, ``torch``) and the fast ones (``openvino-int8``,
+``openvino-bf16``, ``torch-bf16``; by default the one ``predict.py`` would fall
+back to). Reported
 per song and path: setup, wall time (read + separate + write), real-time
 factor, peak RSS, the 240 s and 1.57 × duration budgets and the margin, the
 speed-up over the reference, and for every path its largest difference from
@@ -126,11 +127,12 @@ def _run_child(kind, weights, song, out_dir, options):
     return result
 
 
-def default_bench_backends() -> list:
+def default_bench_backends(weights=None) -> list:
     """The exact ONNX Runtime path and the fast path ``predict.py`` would fall back to."""
-    from .backends import openvino_bf16_available
+    from .backends import default_fast_backend
 
-    return ["onnx", "openvino-bf16" if openvino_bf16_available() else "torch-bf16"]
+    fast = default_fast_backend(weights)
+    return ["onnx"] + ([fast] if fast else [])
 
 
 def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=True,
@@ -143,7 +145,7 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
     from .threads import cpu_threads
 
     weights = os.fspath(weights or default_weights())
-    backends = default_bench_backends() if backends is None else backends
+    backends = default_bench_backends(weights) if backends is None else backends
     options = {"mode": mode, "overlap": overlap, "threads": threads, "trim": trim}
     kinds = (["reference"] if reference and torch_available() else []) + list(backends)
     exact = next((k for k in backends if k in EXACT_BACKENDS), None)

@@ -172,9 +172,9 @@ def test_bench_scores_a_real_song_and_compares_paths(tmp_path, capsys):
     """On the demo song (FLAC reference stems): SDR per path, the fast path's difference from the exact one."""
     from .conftest import REPO
 
-    from lightsaft_infer.backends import openvino_bf16_available
+    from lightsaft_infer.backends import module_available, openvino_bf16_available
 
-    fast = ["torch-bf16"] + ["openvino-bf16"] * openvino_bf16_available()
+    fast = ["torch-bf16"] + ["openvino-bf16"] * openvino_bf16_available() + ["openvino-int8"] * module_available("openvino")
     report_path = tmp_path / "bench.json"
     code, out, err = _run(["bench", "--durations", "1", "--backends", "onnx", *fast, "--no-reference",
                            "--song", str(REPO / "data" / "test" / "synth-test-000"), "--json", str(report_path),
@@ -185,7 +185,9 @@ def test_bench_scores_a_real_song_and_compares_paths(tmp_path, capsys):
     assert demo["onnx"]["ok"] and np.isfinite(demo["onnx"]["mdx_sdr"]["mean"]), demo
     for kind in fast:
         assert demo[kind]["ok"] and "sdr_change_vs_exact_db" in demo[kind], demo
-        assert 0 < demo[kind]["max_diff_vs_exact"] < 0.05, kind  # bf16 is close to, not equal to, fp32
-        assert abs(demo[kind]["sdr_change_vs_exact_db"]) < 0.05, kind  # the issue's bound on the fast path
+        # bf16 is close to, not equal to, fp32; int8 further off per sample, and on one song its SDR
+        # may move either way (the 0.05 dB bound holds for the mean over the 50 test songs)
+        assert 0 < demo[kind]["max_diff_vs_exact"] < (0.05 if "bf16" in kind else 0.5), kind
+        assert abs(demo[kind]["sdr_change_vs_exact_db"]) < (0.05 if "bf16" in kind else 0.2), kind
     assert set(report["fits_240s_up_to_s"]) == {"onnx", *fast}
     assert (tmp_path / "bench.png").stat().st_size > 10_000 and "longest song that fits 240 s" in out

@@ -1,0 +1,102 @@
+"""Post-training int8 quantisation of an ONNX export for the ``openvino-int8`` fast path.
+
+    python -m training.quantize /work/corpus/train --weights weights/default.onnx
+    # -> weights/default.int8.xml + .bin beside the weights
+
+NNCF's static quantisation (preset MIXED: symmetric int8 weights per channel,
+asymmetric activations; fast bias correction) calibrated on music windows:
+``--songs`` mixtures under ROOT (``*/mixture.wav``), ``--per-song`` windows
+each at seeded random offsets, as the separator would feed them (STFT of one
+window). ``first_conv`` and ``last_conv`` stay in floating point: the raw
+spectrogram's dynamic range does not fit 8 bits. The model configuration goes
+into the IR's runtime info, so the file describes itself. Needs ``nncf``
+(training requirements); the runtime needs only OpenVINO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import time
+
+import numpy as np
+
+#: Layers kept in floating point (regular expressions over OpenVINO's node names from the ONNX export).
+FLOAT_LAYERS = (".*first_conv.*", ".*last_conv.*")
+#: Key of the model configuration in the IR's runtime info.
+CONFIG_KEY = ("lightsaft", "config")
+
+
+def calibration_windows(mixtures, config, per_song: int = 2, seed: int = 0) -> list:
+    """``per_song`` windows of each mixture as network input, each ``(1, 4, num_frame, n_bins)`` float32."""
+    import soundfile as sf
+
+    from lightsaft_infer.stft import STFT
+
+    stft, W = STFT(config.n_fft, config.hop_length), config.window_samples
+    rng = np.random.default_rng(seed)
+    windows = []
+    for path in mixtures:
+        x, _ = sf.read(path, dtype="float32", always_2d=True)
+        x = np.repeat(x, 2, axis=1) if x.shape[1] == 1 else x[:, :2]
+        x = np.pad(x, ((0, max(0, W - len(x))), (0, 0)))
+        for _ in range(per_song):
+            start = int(rng.integers(0, len(x) - W + 1))
+            windows.append(stft.analyse(x[start : start + W].T[None]))
+    return windows
+
+
+def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0) -> dict:
+    """Quantise ``onnx_path`` with windows of ``mixtures``; write ``out_xml`` (+ ``.bin``) atomically."""
+    import nncf
+    import openvino as ov
+
+    from lightsaft_infer.export import read_onnx_config
+    from lightsaft_infer.weights import atomic_path, publish
+
+    config = read_onnx_config(onnx_path)
+    windows = calibration_windows(mixtures, config, per_song, seed)
+    model = ov.Core().read_model(os.fspath(onnx_path))
+    model.reshape([1, 4, config.num_frame, config.n_bins])
+    t = time.perf_counter()
+    quantized = nncf.quantize(
+        model, nncf.Dataset(windows), subset_size=len(windows), preset=nncf.QuantizationPreset.MIXED,
+        fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_LAYERS)),
+    )  # fmt: skip
+    seconds = time.perf_counter() - t
+    quantized.set_rt_info(config.to_json(), list(CONFIG_KEY))
+    tmp = atomic_path(out_xml, ".xml")
+    tmp_bin = tmp[: -len(".xml")] + ".bin"
+    try:
+        ov.save_model(quantized, tmp, compress_to_fp16=False)
+        publish(tmp_bin, os.path.splitext(out_xml)[0] + ".bin")  # the weights first: a reader opens the .xml
+        publish(tmp, out_xml)
+    finally:
+        for leftover in (tmp, tmp_bin):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    return {"windows": len(windows), "songs": len(mixtures), "seconds": seconds, "output": os.fspath(out_xml)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("root", help="folder with <song>/mixture.wav (a training split: not the songs you test on)")
+    p.add_argument("--weights", required=True, help="the ONNX export to quantise (NAME.onnx)")
+    p.add_argument("-o", "--output", default=None, help="default: NAME.int8.xml beside the weights")
+    p.add_argument("--songs", type=int, default=16)
+    p.add_argument("--per-song", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    mixtures = sorted(glob.glob(os.path.join(args.root, "*", "mixture.wav")))[: args.songs]
+    if not mixtures:
+        p.error(f"{args.root}: no <song>/mixture.wav")
+    out = args.output or os.path.splitext(args.weights)[0] + ".int8.xml"
+    report = quantize(args.weights, mixtures, out, args.per_song, args.seed)
+    print(f"{report['output']}: int8, calibrated on {report['windows']} windows of {report['songs']} songs "
+          f"in {report['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
