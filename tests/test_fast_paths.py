@@ -117,9 +117,9 @@ def test_auto_loads_the_fast_path_only_when_the_exact_one_could_miss_a_long_song
     sep = Separator(types.SimpleNamespace(config=mdx_config, name="onnx"))
     windows = sep.plan(int(predict.LONG_SONG_S * mdx_config.sample_rate)).n_windows  # 103 for 10 minutes
     deadline, _ = predict.song_deadline(0.0, predict.LONG_SONG_S)
-    sep.costs = {"exact": 0.95 * deadline / (windows * predict.SAFETY)}
-    assert not predict.fast_needed(sep)  # fits with the guard's safety: no ~5 s of compiling
-    sep.costs = {"exact": 1.05 * deadline / (windows * predict.SAFETY)}
+    sep.costs = {"exact": 0.95 * deadline / windows}
+    assert not predict.fast_needed(sep)  # the exact path fits: no 3-8 s of compiling
+    sep.costs = {"exact": 1.05 * deadline / windows}
     assert predict.fast_needed(sep)
     monkeypatch.setenv("LIGHTSAFT_FAST", "torch-bf16")  # named explicitly: always loaded
     sep.costs = {"exact": 0.01}
