@@ -27,8 +27,11 @@ BACKENDS = ("torch", "onnx", "torch-bf16", "openvino-bf16", "openvino-int8")
 #: Backends whose stems equal the reference path's (to 1e-4); the others trade accuracy for speed.
 EXACT_BACKENDS = ("torch", "onnx")
 WEIGHTS_ENV = "LIGHTSAFT_WEIGHTS"
-DEFAULT_WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "default"
+_PACKAGE = pathlib.Path(__file__).resolve().parent
+#: Where the default model lives: ``weights/`` of a source checkout (or an editable install), else the
+#: copy a regular install puts inside the package (``setup.py`` ships ``weights/`` as ``default_model``).
+DEFAULT_WEIGHTS_DIRS = (_PACKAGE.parent / "weights", _PACKAGE / "default_model")
 
 
 class Backend:
@@ -52,7 +55,7 @@ class TorchBackend(Backend):
 
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
-        self.config, self._torch, self.precision = config, torch, precision
+        self.config, self._torch, self.precision, self.path = config, torch, precision, path
         if precision == "bf16":
             self.name = "torch-bf16"
         torch.set_num_threads(threads or cpu_threads())
@@ -130,9 +133,21 @@ class _PerWindowSize(Backend):
 
     def __call__(self, spec):
         # The export takes one window (batch 1): its graph runs the sources one after another.
+        from .export import runtime_reason
+
         spec = np.ascontiguousarray(spec, dtype=np.float32)
         run = self.session(spec.shape[2])
-        return np.concatenate([run(spec[b : b + 1]) for b in range(len(spec))])
+        want = (1, len(self.config.sources)) + spec.shape[1:]
+        out = []
+        for b in range(len(spec)):
+            try:
+                y = run(spec[b : b + 1])
+            except Exception as err:  # a graph that loads but cannot run what its configuration says
+                raise WeightFileError(self.path, f"cannot run this model ({runtime_reason(err)})") from None
+            if tuple(y.shape) != want:
+                raise WeightFileError(self.path, f"the model gives stems of shape {tuple(y.shape)}, not {want}")
+            out.append(y)
+        return np.concatenate(out)
 
 
 class OnnxBackend(_PerWindowSize):
@@ -141,9 +156,11 @@ class OnnxBackend(_PerWindowSize):
     name = "onnx"
 
     def _compile(self, frames):
-        from .export import onnx_session
+        from .export import check_io, onnx_session
 
         session = onnx_session(self.path, onnx_session_options(self.threads, frames))
+        check_io(self.path, self.config, [(i.name, i.shape) for i in session.get_inputs()],
+                 [(o.name, o.shape) for o in session.get_outputs()])  # fmt: skip
         name = session.get_inputs()[0].name
         return lambda spec: session.run(None, {name: spec})[0]
 
@@ -177,9 +194,20 @@ class OpenVinoBackend(_PerWindowSize):
 
     def _compile(self, frames):
         if self._model is None:
-            self._model = self._core.read_model(os.fspath(self._model_path()))
+            from .export import runtime_reason
+
+            try:
+                self._model = self._core.read_model(os.fspath(self._model_path()))
+            except Exception as err:
+                raise WeightFileError(self._model_path(), f"OpenVINO cannot read this model ({runtime_reason(err)})") from None
+        from .export import check_io, runtime_reason
+
         model = self._model.clone()
-        model.reshape([1, 4, frames, self.config.n_bins])
+        check_io(self._model_path(), self.config, _ports(model.inputs), _ports(model.outputs))
+        try:
+            model.reshape([1, 4, frames, self.config.n_bins])
+        except Exception as err:
+            raise WeightFileError(self._model_path(), f"OpenVINO cannot shape this model for a window ({runtime_reason(err)})") from None
         compiled = self._core.compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": "bf16" if self._bf16 else "f32", "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
             # the snippets code generator only lengthens compilation here (3.6 instead of 4.0 s), not faster
@@ -187,6 +215,12 @@ class OpenVinoBackend(_PerWindowSize):
         })  # fmt: skip
         request = compiled.create_infer_request()
         return lambda spec: request.infer({0: spec})[0].copy()
+
+
+def _ports(ports) -> list:
+    """OpenVINO ports as ``[(name, shape)]`` with ``None`` for dynamic dimensions."""
+    return [(",".join(p.get_names()), [d.get_length() if d.is_static else None for d in p.get_partial_shape()])
+            for p in ports]  # fmt: skip
 
 
 class OpenVinoInt8Backend(OpenVinoBackend):
@@ -213,9 +247,13 @@ def int8_path(path) -> pathlib.Path:
 
 
 def default_weights() -> pathlib.Path:
-    """``$LIGHTSAFT_WEIGHTS`` if set, else ``weights/default.safetensors`` beside the package."""
+    """``$LIGHTSAFT_WEIGHTS`` if set, else the default model wherever the package is installed:
+    ``weights/default.safetensors`` in a checkout, the package's own copy after ``pip install .``."""
     env = os.environ.get(WEIGHTS_ENV)
-    return pathlib.Path(env) if env else DEFAULT_WEIGHTS_DIR / f"{DEFAULT_MODEL}.safetensors"
+    if env:
+        return pathlib.Path(env)
+    name = f"{DEFAULT_MODEL}.safetensors"
+    return next((d / name for d in DEFAULT_WEIGHTS_DIRS if (d / name).is_file()), DEFAULT_WEIGHTS_DIRS[0] / name)
 
 
 def module_available(name: str) -> bool:

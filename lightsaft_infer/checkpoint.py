@@ -18,12 +18,14 @@ import io
 import os
 import pickle
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
 
 from .config import ModelConfig
 from .errors import UnsafeCheckpointError, WeightFileError
+from .weights import checked_tensors
 
 _STORAGE_DTYPES = {
     "DoubleStorage": np.float64,
@@ -39,6 +41,12 @@ _STORAGE_DTYPES = {
 # Names whose reference (not call) is harmless: Lightning's classes appear as
 # dictionary keys of the ``callbacks`` entry.
 _INERT_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+# Bounds that hold whatever the archive claims, so that a crafted file is refused in seconds and
+# bounded memory: the authors' largest checkpoint holds ~54 MB of tensors (optimiser state included
+# it would be ~3x that). Entries are checked against their declared size before they are inflated.
+MAX_PICKLE_BYTES = 64 << 20
+MAX_STORAGE_BYTES = 1 << 30  # all storages of one checkpoint together
+MAX_TENSOR_DIMS = 8
 
 
 class _StorageType:
@@ -72,12 +80,35 @@ class _Refused(Exception):
     pass
 
 
+def _count(value, what: str, high: int) -> int:
+    """A plain non-negative integer no larger than ``high`` (pickles can hold anything)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+        raise _Refused(f"a tensor {what} of {value!r:.40} is not a count this loader accepts")
+    return value
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    """Numpy version of ``torch._utils._rebuild_tensor_v2``: a strided view, copied."""
-    size, stride = tuple(size), tuple(stride)
+    """Numpy version of ``torch._utils._rebuild_tensor_v2``: a strided view, copied.
+
+    Sizes, strides and offset are checked as exact integers before numpy sees them, and a tensor may
+    not hold more elements than its storage (a stride-0 view over a few elements cannot become
+    gigabytes)."""
+    if not isinstance(storage, np.ndarray) or not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
+        raise _Refused("a tensor is rebuilt from something that is not a storage, size and stride")
+    if len(size) != len(stride) or len(size) > MAX_TENSOR_DIMS:
+        raise _Refused(f"a tensor has {len(size)} sizes and {len(stride)} strides")
+    limit = storage.size
+    size = tuple(_count(n, "size", limit) for n in size)
+    stride = tuple(_count(s, "stride", limit) for s in stride)
+    storage_offset = _count(storage_offset, "offset", limit)
+    numel = 1
+    for n in size:
+        numel *= n
     itemsize = storage.dtype.itemsize
-    needed = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else storage_offset
-    if needed > storage.size or storage_offset < 0 or any(s < 0 for s in stride):
+    if numel == 0:
+        return np.zeros(size, storage.dtype)
+    needed = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
+    if needed > storage.size or numel > storage.size:
         raise _Refused(f"a tensor of size {size} and stride {stride} overruns its storage of {storage.size} elements")
     view = np.lib.stride_tricks.as_strided(
         storage[storage_offset:], shape=size, strides=tuple(s * itemsize for s in stride), writeable=False
@@ -102,6 +133,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
         super().__init__(io.BytesIO(data))
         self._archive, self._prefix, self._storages = archive, prefix, {}
+        self._bytes = 0  # storage bytes read so far
 
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
@@ -116,16 +148,25 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
             raise _Refused(f"its pickle holds an unknown persistent id {pid!r:.80}")
         _, storage_type, key, _location, numel = pid
-        key = str(key)
+        key = str(key)[:64]
         if key not in self._storages:
+            nbytes = _count(numel, "storage size", MAX_STORAGE_BYTES) * storage_type.dtype.itemsize
             try:
-                raw = self._archive.read(f"{self._prefix}data/{key}")
+                info = self._archive.getinfo(f"{self._prefix}data/{key}")
             except KeyError:
                 raise _Refused(f"storage {key} is missing from the archive") from None
-            array = np.frombuffer(raw, dtype=storage_type.dtype.newbyteorder("<"))
-            if array.size < int(numel):
-                raise _Refused(f"storage {key} holds {array.size} elements, {numel} expected")
-            self._storages[key] = array
+            # The declared size is checked before anything is inflated (a zip bomb declares its true size,
+            # or is cut at the declared one by zipfile), and the total is bounded.
+            if info.file_size != nbytes:
+                raise _Refused(f"storage {key} is {info.file_size:,} bytes in the archive, {nbytes:,} expected")
+            self._bytes += nbytes
+            if self._bytes > MAX_STORAGE_BYTES:
+                raise _Refused(f"its tensors exceed {MAX_STORAGE_BYTES >> 20} MB, more than any LightSAFT/LaSAFT model holds")
+            with self._archive.open(info) as f:
+                raw = f.read(nbytes + 1)
+            if len(raw) != nbytes:
+                raise _Refused(f"storage {key} holds {len(raw):,} bytes, {nbytes:,} expected")
+            self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype.newbyteorder("<"))
         return self._storages[key]
 
 
@@ -154,12 +195,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             order = "little"
         if order != "little":
             raise WeightFileError(path, f"byte order {order!r} is not supported")
+        info = archive.getinfo(pickles[0])
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise WeightFileError(path, f"its pickle is {info.file_size:,} bytes; a checkpoint's is a few hundred kB")
         try:
-            obj = _RestrictedUnpickler(archive.read(pickles[0]), archive, prefix).load()
+            with archive.open(info) as f:
+                data = f.read(MAX_PICKLE_BYTES + 1)
+            obj = _RestrictedUnpickler(data, archive, prefix).load()
         except _Refused as err:
             raise UnsafeCheckpointError(path, f"refused to load: {err}") from None
-        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError) as err:
-            raise UnsafeCheckpointError(path, f"refused to load: malformed or disallowed pickle ({err})") from None
+        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
+                OverflowError, MemoryError, RecursionError, zipfile.BadZipFile, zlib.error, OSError) as err:
+            raise UnsafeCheckpointError(path, f"refused to load: malformed or disallowed pickle ({err!s:.200})") from None
     if not isinstance(obj, dict):
         raise WeightFileError(path, f"checkpoint holds a {type(obj).__name__}, not a dictionary")
     return obj
@@ -179,12 +226,13 @@ def convert_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, 
     if not isinstance(state, dict) or not isinstance(hp, dict):
         raise WeightFileError(path, "checkpoint lacks a 'state_dict' or 'hyper_parameters' dictionary")
     tensors = {
-        k[len(_PREFIX):]: np.ascontiguousarray(v, dtype=np.float32)
+        k[len(_PREFIX):]: v
         for k, v in state.items()
-        if k.startswith(_PREFIX) and not k.endswith("num_batches_tracked") and isinstance(v, np.ndarray)
+        if isinstance(k, str) and k.startswith(_PREFIX) and not k.endswith("num_batches_tracked") and isinstance(v, np.ndarray)
     }
     if not tensors:
         raise WeightFileError(path, "state_dict holds no 'spec2spec.' tensors")
+    tensors = checked_tensors(tensors, path)
     if any(".LaSAFT_bn_layer." in k for k in tensors):
         block = "lightsaft"
     elif any(".tdfs." in k for k in tensors):

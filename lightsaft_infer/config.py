@@ -37,6 +37,21 @@ _FIXED = {
 }
 
 
+# What the architecture can mean, with room for larger models than the authors' (n_fft 4096, 24
+# channels, 9 blocks): every value a weight file claims is checked against these before anything is
+# computed from it, so that a crafted file cannot make the loader hang (``2 ** n_levels``) or allocate
+# gigabytes. ``n_blocks`` is further bounded by ``n_fft`` (each level halves the frequency axis).
+LIMITS = {
+    "n_fft": (16, 16384), "hop_length": (1, 16384), "num_frame": (2, 4096), "n_blocks": (1, 27),
+    "internal_channels": (1, 512), "n_internal_layers": (1, 32), "kernel_size_t": (1, 15), "kernel_size_f": (1, 15),
+    "bn_factor": (1, 16384), "min_bn_units": (1, 16384), "num_tdfs": (1, 256), "dk": (1, 1024),
+    "embedding_dim": (1, 4096), "control_n_layer": (1, 16), "sample_rate": (8000, 384000),
+}  # fmt: skip
+#: Values in the largest activation of one window (channels x layers x frames x bins): 2**27 float32 =
+#: 512 MB, 3.5x the authors' largest configuration.
+MAX_ACTIVATION = 2**27
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of a GPoCM-conditioned U-Net with LightSAFT or LaSAFT blocks."""
@@ -68,7 +83,17 @@ class ModelConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.type == "int" and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                problems.append(f"{field.name} must be a positive integer, not {value!r}")
+                problems.append(f"{field.name} must be a positive integer, not {value!r:.40}")
+            elif field.name in LIMITS and not LIMITS[field.name][0] <= value <= LIMITS[field.name][1]:
+                low, high = LIMITS[field.name]
+                problems.append(f"{field.name} = {value!r:.40} is outside what this architecture can mean ({low}..{high})")
+        if not isinstance(self.tfc_tdf_bias, bool):
+            problems.append(f"tfc_tdf_bias must be true or false, not {self.tfc_tdf_bias!r:.40}")
+        if not problems:
+            size = self.internal_channels * (self.n_internal_layers + 1) * self.num_frame * self.n_bins
+            if size > MAX_ACTIVATION:
+                problems.append(f"internal_channels x (n_internal_layers + 1) x num_frame x (n_fft/2 + 1) = {size:,} "
+                                f"values per window exceeds {MAX_ACTIVATION:,}")
         if not problems:
             if self.n_fft % 2 or self.n_fft % self.hop_length:
                 problems.append(f"n_fft {self.n_fft} must be even and a multiple of hop_length {self.hop_length}")
@@ -80,7 +105,7 @@ class ModelConfig:
                 problems.append(f"n_fft/2 must be divisible by 2**{self.n_levels}")
             if self.kernel_size_t % 2 == 0 or self.kernel_size_f % 2 == 0:
                 problems.append("kernel sizes must be odd")
-        if len(self.sources) != 4 or set(self.sources) != set(SOURCES):
+        if len(self.sources) != 4 or set(self.sources) != set(SOURCES):  # also bounds a crafted list
             problems.append(f"sources must be a permutation of {SOURCES}")
         if problems:
             raise ValueError("; ".join(problems))

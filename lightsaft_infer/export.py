@@ -7,7 +7,8 @@ import warnings
 
 from .config import ModelConfig
 from .errors import WeightFileError
-from .weights import FORMAT, FORMAT_VERSION, atomic_path, publish
+from .files import atomic_path, make_dirs, publish, remove_empty
+from .weights import FORMAT, FORMAT_VERSION
 
 OPSET = 17
 #: Name of the symbolic frame axis of ``spec`` and ``stems`` (sessions fix it per window size).
@@ -22,11 +23,13 @@ def export_onnx(weights_path, onnx_path) -> None:
     import onnx
     import torch
 
-    from .backends import TorchBackend
+    from .network import ConditionedUNet, SeparationGraph
+    from .weights import load_weights
 
-    backend = TorchBackend.from_file(weights_path)
-    graph, config = backend.graph, backend.config
+    config, tensors = load_weights(weights_path)
+    graph = SeparationGraph(ConditionedUNet.from_tensors(config, tensors, weights_path))
     example = torch.zeros(1, 4, 2 * config.frame_multiple, config.n_bins)
+    created = make_dirs(os.path.dirname(os.path.abspath(onnx_path)))
     tmp = atomic_path(onnx_path, ".onnx")
     try:
         with warnings.catch_warnings():
@@ -44,6 +47,7 @@ def export_onnx(weights_path, onnx_path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+            remove_empty(created)
 
 
 def onnx_session(path, options=None):
@@ -56,7 +60,30 @@ def onnx_session(path, options=None):
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types for bad models
-        raise WeightFileError(path, f"ONNX Runtime cannot load this model ({' '.join(str(err).split())[:200]})") from None
+        raise WeightFileError(path, f"ONNX Runtime cannot load this model ({runtime_reason(err)})") from None
+
+
+def runtime_reason(err: BaseException, limit: int = 600) -> str:
+    """A runtime's error as one line. Long messages keep their head and their tail: ONNX Runtime puts
+    the C++ location and signature first and the cause last."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else f"{text[:150]} ... {text[-(limit - 155):]}"
+
+
+def check_io(path, config: ModelConfig, inputs: list, outputs: list) -> None:
+    """Refuse an export whose inputs/outputs (``[(name, shape)]``, symbolic dimensions as strings or
+    None) cannot be ``spec (B, 4, T, F) -> stems (B, S, 4, T, F)`` for ``config``."""
+
+    def fits(shape, want):
+        return len(shape) == len(want) and all(w is None or not isinstance(d, int) or d == w for d, w in zip(shape, want))
+
+    bins, sources = config.n_bins, len(config.sources)
+    if len(inputs) != 1 or not fits(inputs[0][1], (None, 4, None, bins)):
+        raise WeightFileError(path, f"the ONNX graph takes {[s for _, s in inputs]}, not one spectrogram "
+                                    f"(batch, 4, frames, {bins}) as its configuration says")
+    if len(outputs) != 1 or not fits(outputs[0][1], (None, sources, 4, None, bins)):
+        raise WeightFileError(path, f"the ONNX graph gives {[s for _, s in outputs]}, not stems "
+                                    f"(batch, {sources}, 4, frames, {bins}) as its configuration says")
 
 
 def onnx_config(session, path) -> ModelConfig:

@@ -196,14 +196,18 @@ class ConditionedUNet(nn.Module):
         """Build and load; a missing, extra or mis-shaped tensor raises :class:`WeightFileError`."""
         from .errors import WeightFileError
 
-        net = cls(cfg)
-        own = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-        missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+        # Shapes first, on the meta device (no memory): a configuration that does not fit the tensors
+        # is refused before a network of its size is allocated.
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items() if not k.endswith("num_batches_tracked")}
+        missing, extra = sorted(set(shapes) - set(tensors)), sorted(set(tensors) - set(shapes))
         if missing or extra:
             raise WeightFileError(path, f"tensors do not match the configuration: missing {missing[:3]}, unexpected {extra[:3]}")
-        for k, v in own.items():
-            if tuple(tensors[k].shape) != tuple(v.shape):
-                raise WeightFileError(path, f"tensor {k} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
+        for k, shape in shapes.items():
+            if tuple(tensors[k].shape) != shape:
+                raise WeightFileError(path, f"tensor {k} has shape {tuple(tensors[k].shape)}, expected {shape}")
+        net = cls(cfg)
+        own = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
         net.load_state_dict({k: torch.as_tensor(tensors[k], dtype=torch.float32) for k in own}, strict=False)
         return net.eval()
 

@@ -9,43 +9,37 @@ Loading needs numpy and safetensors only; nothing is unpickled.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
 from .config import ModelConfig
 from .errors import WeightFileError
+from .files import atomic_path, make_dirs, publish, remove_empty
 
 FORMAT = "lightsaft-infer"
 FORMAT_VERSION = "1"
 
 
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> str:
-    """A fresh temporary file beside ``target``: write there, then :func:`publish` it."""
-    target = os.fspath(target)
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".part" + suffix, dir=directory)
-    os.close(fd)
-    return tmp
-
-
-def publish(tmp: str, target: str | os.PathLike) -> None:
-    """Move a finished temporary file onto ``target`` atomically, with the mode ``open()`` would give it.
-
-    mkstemp makes files private (0600), and writers may recreate them; a grader or a host user
-    other than the writer must still be able to read the stems and weights.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
+def checked_tensors(tensors: dict, path=None) -> dict[str, np.ndarray]:
+    """``tensors`` as contiguous float32, or :class:`WeightFileError`: every weight of this network is a
+    floating-point number, and a NaN or infinite one would make every stem NaN (or silence)."""
+    out = {}
+    for name, value in tensors.items():
+        value = np.asarray(value)
+        if value.dtype.kind != "f":
+            raise WeightFileError(path, f"tensor {name} holds {value.dtype} values; the network's weights are floating point")
+        value = np.ascontiguousarray(value, dtype=np.float32)
+        if not np.isfinite(value).all():
+            raise WeightFileError(path, f"tensor {name} holds NaN or infinite values")
+        out[name] = value
+    return out
 
 
 def save_weights(path: str | os.PathLike, config: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
     """Write ``tensors`` and ``config`` to ``path`` atomically (no partial file on failure)."""
     from safetensors.numpy import save_file
 
+    created = make_dirs(os.path.dirname(os.path.abspath(path)))
     tmp = atomic_path(path)
     try:
         save_file(
@@ -57,6 +51,7 @@ def save_weights(path: str | os.PathLike, config: ModelConfig, tensors: dict[str
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+            remove_empty(created)
 
 
 def read_config(path: str | os.PathLike) -> ModelConfig:
@@ -84,6 +79,6 @@ def _open(path, tensors: bool):
                 raise WeightFileError(path, f"weight format version {meta.get('format_version')!r} is not supported")
             config = ModelConfig.from_json(meta.get("config"), path)
             arrays = {k: f.get_tensor(k) for k in f.keys()} if tensors else None
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise WeightFileError(path, f"not a readable safetensors file ({err})") from None
-    return config, arrays
+    return config, (None if arrays is None else checked_tensors(arrays, path))

@@ -53,7 +53,7 @@ def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0) -> 
     import openvino as ov
 
     from lightsaft_infer.export import read_onnx_config
-    from lightsaft_infer.weights import atomic_path, publish
+    from lightsaft_infer.files import atomic_path, publish
 
     config = read_onnx_config(onnx_path)
     windows = calibration_windows(mixtures, config, per_song, seed)
