@@ -15,15 +15,22 @@ applies the round-2 limit (1.57 × the song's duration).
 
 Deadline guard: each song's budget is the harness's per-song timeout
 (``INFERENCE_PER_MUSIC_TIMEOUT_SECONDS``, and the round-2 rule when asked),
-less a reserve. Setup measures every path's seconds per window; while a song
-is separated, each window takes the most accurate path that still lets the
-rest finish in time, and if none can, the rest is filled with the mixture
-divided among the stems. Four valid stems are always written before the
-harness's alarm; the log line says which paths ran.
+less a small reserve. Setup measures every path's seconds per window; while a
+song is separated, the exact path takes as many windows as the budget allows,
+the fast path the windows after them, and the mixture divided among the stems
+fills only what no network path can finish (see ``lightsaft_infer.deadline``).
+
+Every song is its own job: a song whose mixture cannot be used is reported in
+one line and, where its length is known, gets four silent stems of that length
+(so the harness's verification passes); the other songs are separated, and
+the run exits non-zero at the end. SIGTERM (``docker stop``) ends the run
+without leaving partial stems behind.
 """
 
 import os
+import signal
 import sys
+import tempfile
 import time
 
 import soundfile as sf
@@ -36,12 +43,15 @@ except ImportError:
     from lightsaft_infer.mdx import MusicDemixingPredictor
 
 from lightsaft_infer.chunking import DEFAULT_OVERLAP
-from lightsaft_infer.backends import BACKENDS, EXACT_BACKENDS, default_fast_backend, open_backend
+from lightsaft_infer.audio import write_silence
+from lightsaft_infer.backends import BACKENDS, EXACT_BACKENDS, default_fast_backend, module_available, open_backend
+from lightsaft_infer.errors import LightsaftError
 from lightsaft_infer.mdx import ROUND2_FACTOR, per_song_timeout
 from lightsaft_infer.separator import Separator
 
-#: Kept free before the harness's alarm: the final renames, and the harness's own work around the call.
-RESERVE_S, RESERVE_FRACTION = 1.0, 0.05
+#: Kept free before the harness's alarm: the harness's own work around the call, and process jitter.
+#: The guard keeps its own time for the final writes and plans every window against the real clock.
+RESERVE_S, RESERVE_FRACTION = 1.0, 0.02
 #: ``LIGHTSAFT_FAST=auto`` loads the fast path when the exact one could miss the budget of a song this long (s).
 LONG_SONG_S = 600.0
 FAST_BACKENDS = tuple(b for b in BACKENDS if b not in EXACT_BACKENDS)
@@ -86,46 +96,122 @@ def song_deadline(start: float, duration: float) -> tuple[float, float]:
     return start + budget - max(RESERVE_S, RESERVE_FRACTION * budget), budget
 
 
+def fast_unavailable_reason(exact: str) -> str | None:
+    """Why ``LIGHTSAFT_FAST=auto`` found no fast path, for the setup line (None when it found one)."""
+    if os.environ.get("LIGHTSAFT_FAST", "auto") == "none" or exact in FAST_BACKENDS:
+        return None
+    if not module_available("openvino"):
+        return "no fast path: OpenVINO is not installed (pip install 'lightsaft-infer[openvino]')"
+    return "no fast path for these weights on this CPU"
+
+
+def check_writable(folder) -> None:
+    """Refuse at once, in one line, a results folder this user cannot write (not after setup and a song)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test."):
+            pass
+    except OSError as err:
+        raise SystemExit(f"predict.py: error: {folder}: cannot be written ({err.strerror or err}); "
+                         "the results folder must be writable by this user") from None
+
+
+def _terminate(signum, frame):
+    # SIGTERM (docker stop, job schedulers) unwinds like Ctrl-C: stems being written are deleted.
+    raise SystemExit(128 + signum)
+
+
 class LightSAFTPredictor(MusicDemixingPredictor):
     def prediction_setup(self):
         start = time.perf_counter()
+        check_writable(getattr(self, "results_data_path", None) or os.path.join(os.getcwd(), "data", "results"))
+        self.failed = {}
         backend = os.environ.get("LIGHTSAFT_BACKEND", "auto")
         weights = os.environ.get("LIGHTSAFT_WEIGHTS") or None
-        self.separator = Separator.from_file(
-            weights,
-            backend=backend,
-            mode=os.environ.get("LIGHTSAFT_MODE", "overlap"),
-            overlap=float(os.environ.get("LIGHTSAFT_OVERLAP", DEFAULT_OVERLAP)),
-            trim=int(os.environ["LIGHTSAFT_TRIM"]) if os.environ.get("LIGHTSAFT_TRIM") else None,
-        )
-        self.separator.calibrate()  # warm-up, and the speed the deadline guard starts from
-        fast = fast_backend(self.separator.backend.name, weights)
-        if fast and fast_needed(self.separator):
-            self.separator.add_fast(open_backend(weights, fast))
-            self.separator.calibrate(["fast"])
+        try:
+            self.separator = Separator.from_file(
+                weights,
+                backend=backend,
+                mode=os.environ.get("LIGHTSAFT_MODE", "overlap"),
+                overlap=float(os.environ.get("LIGHTSAFT_OVERLAP", DEFAULT_OVERLAP)),
+                trim=int(os.environ["LIGHTSAFT_TRIM"]) if os.environ.get("LIGHTSAFT_TRIM") else None,
+            )
+            self.separator.calibrate()  # warm-up, and the speed the deadline guard starts from
+            fast = fast_backend(self.separator.backend.name, weights)
+            note = None if fast else fast_unavailable_reason(self.separator.backend.name)
+            if fast and fast_needed(self.separator):
+                self.separator.add_fast(open_backend(weights, fast))
+                self.separator.calibrate(["fast"])
+            elif fast:
+                note = f"{fast} not loaded: the exact path fits a {LONG_SONG_S / 60:.0f}-minute song's budget"
+        except (LightsaftError, ValueError) as err:
+            raise SystemExit(f"predict.py: error: {err}") from None
         costs = self.separator.costs
         speeds = ", ".join(f"{k} {v:.2f} s/window" for k, v in costs.items())
         print(f"setup: {self.separator.describe()} loaded and warmed up in {time.perf_counter() - start:.1f} s "
-              f"({speeds})", flush=True)
+              f"({speeds}){'; ' + note if note else ''}", flush=True)
 
     def prediction(self, mixture_file_path, bass_file_path, drums_file_path, other_file_path, vocals_file_path):
         start = time.perf_counter()
         paths = {"bass": bass_file_path, "drums": drums_file_path, "other": other_file_path, "vocals": vocals_file_path}
+        song = os.path.basename(os.path.dirname(mixture_file_path))
         try:
-            duration = sf.info(mixture_file_path).duration
+            info = sf.info(mixture_file_path)
         except Exception:  # the separator reports the file's problem in one line
-            duration = 0.0
-        deadline, budget = song_deadline(start, duration)
-        result = self.separator.separate_file(mixture_file_path, paths, deadline=deadline)
+            info = None
+        deadline, budget = song_deadline(start, info.duration if info else 0.0)
+        try:
+            result = self.separator.separate_file(mixture_file_path, paths, deadline=deadline)
+        except Exception as err:  # one song's failure is that song's, never the run's
+            if type(err).__name__ == "TimeoutException":  # the harness's alarm: not ours to swallow
+                raise
+            self._failed(song, err, paths, info)
+            return
+        for warning in result.warnings:
+            print(f"predict.py: warning: {warning}", file=sys.stderr, flush=True)
         wall = time.perf_counter() - start
         exact = set(result.windows) <= {"exact"}
         print(
-            f"{os.path.basename(os.path.dirname(mixture_file_path))}: {result.duration:.1f} s of audio in "
+            f"{song}: {result.duration:.1f} s of audio in "
             f"{wall:.1f} s (RTF {wall / max(result.duration, 1e-9):.2f}); budget {budget:.0f} s: margin "
             f"{budget - wall:.1f} s; {'exact' if exact else 'DEADLINE GUARD: ' + ', '.join(f'{k} {v}' for k, v in result.windows.items())} "
             f"({sum(result.windows.values())} windows)",
             flush=True,
         )
+
+    def _failed(self, song, err, paths, info) -> None:
+        """Report a song that could not be separated; give it silent stems where its length is known."""
+        message = str(err) if isinstance(err, LightsaftError) else f"{type(err).__name__}: {' '.join(str(err).split())}"
+        written = ""
+        if info is not None and info.frames > 0:
+            try:
+                write_silence(paths.values(), info.frames, info.samplerate, info.channels)
+                written = f"; wrote silent stems ({info.frames} samples) so that the other songs are still scored"
+            except Exception as write_err:  # e.g. a full disk: say so, and go on with the next song
+                written = f"; could not write silent stems either ({write_err})"
+        if not written:  # the harness made the song's folder: leave no empty one behind
+            try:
+                os.rmdir(os.path.dirname(paths["vocals"]))
+            except OSError:
+                pass
+        self.failed[song] = message
+        print(f"predict.py: error: {song}: {message}{written}", file=sys.stderr, flush=True)
+
+    def run(self):
+        signal.signal(signal.SIGTERM, _terminate)
+        problem = None
+        try:
+            super().run()
+        except Exception as err:  # the harness's verification or alarm: one line, not a traceback
+            problem = " ".join(str(err).split())
+        failed = getattr(self, "failed", {})
+        if failed:
+            print(f"predict.py: {len(failed)} song{'s' * (len(failed) != 1)} failed: {', '.join(failed)}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        if problem:
+            print(f"predict.py: error: {problem}", file=sys.stderr, flush=True)
+        if failed or problem:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AudioError
-from .weights import atomic_path, publish
+from .files import atomic_path, free_bytes, make_dirs, publish, remove_empty, write_problem
 
 MAX_CHANNELS = 2
 
@@ -67,17 +67,22 @@ class StemWriter:
     temporary files, so a failure never leaves a partial stem behind.
     """
 
-    def __init__(self, paths: dict, sample_rate: int, channels: int, subtype: str = "FLOAT"):
+    def __init__(self, paths: dict, sample_rate: int, channels: int, subtype: str = "FLOAT", frames: int | None = None):
         self.paths = {k: os.fspath(p) for k, p in paths.items()}
-        self.files, self.tmp = {}, {}
+        self.files, self.tmp, self.created = {}, {}, []
         try:
+            for path in self.paths.values():
+                _format(path, subtype)  # an unwritable format is refused before anything is created
+            if frames is not None:
+                check_space(self.paths.values(), frames, channels, subtype)
             for key, path in self.paths.items():
                 fmt, sub = _format(path, subtype)
                 try:
+                    self.created += make_dirs(os.path.dirname(os.path.abspath(path)))
                     self.tmp[key] = atomic_path(path, os.path.splitext(path)[1] or ".wav")
                     self.files[key] = sf.SoundFile(self.tmp[key], "w", sample_rate, channels, sub, format=fmt)
                 except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
-                    raise AudioError(path, f"cannot be written ({getattr(err, 'strerror', None) or err})") from None
+                    raise AudioError(path, write_problem(err, path)) from None
         except BaseException:
             self.abort()
             raise
@@ -86,25 +91,30 @@ class StemWriter:
         try:
             self.files[key].write(block)
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
-            raise AudioError(self.paths[key], f"cannot be written ({getattr(err, 'strerror', None) or err})") from None
+            raise AudioError(self.paths[key], write_problem(err, self.paths[key])) from None
 
     def commit(self) -> None:
-        for f in self.files.values():
-            f.close()
-        for key, tmp in self.tmp.items():
-            try:
+        try:
+            for key, f in self.files.items():
+                f.close()  # flushes: a full disk may show only here
+            for key, tmp in self.tmp.items():
                 publish(tmp, self.paths[key])
-            except OSError as err:
-                raise AudioError(self.paths[key], f"cannot be written ({err.strerror or err})") from None
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            raise AudioError(self.paths[key], write_problem(err, self.paths[key])) from None
         self.tmp = {}
 
     def abort(self) -> None:
         for f in self.files.values():
-            f.close()
+            try:
+                f.close()
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                pass  # e.g. a full disk: the file is deleted below anyway
         for tmp in self.tmp.values():
             if os.path.exists(tmp):
                 os.unlink(tmp)
         self.tmp = {}
+        remove_empty(self.created)  # a failed song leaves no empty folder behind
+        self.created = []
 
     def __enter__(self):
         return self
@@ -114,9 +124,39 @@ class StemWriter:
             self.abort()
 
 
+#: Bytes per sample of the WAV subtypes written (FLAC and OGG compress: their size is not checked up front).
+_SAMPLE_BYTES = {"FLOAT": 4, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "DOUBLE": 8}
+
+
+def check_space(paths, frames: int, channels: int, subtype: str = "FLOAT") -> None:
+    """Refuse up front when the WAV files ``paths`` (``frames`` x ``channels``) cannot fit on their disk."""
+    by_disk: dict = {}
+    for path in paths:
+        fmt, sub = _format(path, subtype)
+        if fmt == "WAV":
+            folder = os.path.dirname(os.path.abspath(path))
+            by_disk[folder] = by_disk.get(folder, 0) + frames * channels * _SAMPLE_BYTES.get(sub, 4) + 4096
+    for folder, need in by_disk.items():
+        free = free_bytes(folder)
+        if free is not None and need > free:
+            raise AudioError(folder, f"not enough disk space: the stems need {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free")
+
+
 def write_audio(path, audio: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
     """Write ``(samples, channels)`` audio atomically; the format follows the extension (WAV by default)."""
     write_stems({path: audio}, sample_rate, subtype)
+
+
+def write_silence(paths, frames: int, sample_rate: int, channels: int, subtype: str = "FLOAT") -> None:
+    """Write silent files of ``frames`` x ``channels`` to every path in ``paths``, all-or-nothing, in
+    blocks (memory does not grow with the length)."""
+    paths = {os.fspath(p): os.fspath(p) for p in paths}
+    block = np.zeros((min(frames, 1 << 18), channels), np.float32)
+    with StemWriter(paths, sample_rate, channels, subtype, frames) as writer:
+        for key in paths:
+            for a in range(0, frames, len(block)):
+                writer.write(key, block[: min(len(block), frames - a)])
+        writer.commit()
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: int | None = None) -> np.ndarray:
@@ -142,10 +182,39 @@ def write_stems(stems: dict, sample_rate: int, subtype: str = "FLOAT") -> None:
     channels = {a.shape[1] if a.ndim == 2 else 1 for a in stems.values()}
     if len(channels) != 1:
         raise ValueError("all stems must have the same number of channels")
-    with StemWriter({p: p for p in stems}, sample_rate, channels.pop(), subtype) as writer:
+    frames = max((a.shape[0] for a in stems.values()), default=0)
+    with StemWriter({p: p for p in stems}, sample_rate, channels.pop(), subtype, frames) as writer:
         for path, audio in stems.items():
             writer.write(path, audio)
         writer.commit()
+
+
+def _wav_announced_frames(path: str, info) -> int | None:
+    """Samples a RIFF WAV's ``data`` chunk header announces (libsndfile silently reports only what is
+    there), or None for other formats and headers that cannot be walked."""
+    if info.format != "WAV":
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block = None
+            for _ in range(64):  # chunks before 'data': fmt, fact, LIST, ...
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                tag, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if tag == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    block = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+                    continue
+                if tag == b"data":  # 0 and 0xFFFFFFFF: a streamed file's placeholder, not a claim
+                    return size // block if block and 0 < size < 0xFFFFFFFF else None
+                f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+    return None
 
 
 class AudioReader:
@@ -175,19 +244,49 @@ class AudioReader:
         if self.frames <= 0:
             self.close()
             raise AudioError(self.path, "holds no samples")
+        #: Problems that do not stop the separation (a truncated file), for the caller to report.
+        self.warnings: list[str] = []
+        self.readable = self.frames  # samples that decode; the rest reads as silence
+        announced = _wav_announced_frames(self.path, self.file)
+        if announced is not None and announced > self.frames:
+            self.warnings.append(f"{self.path}: is truncated: its header announces {announced} samples, "
+                                 f"{self.frames} are there; the stems have the readable length")
 
     def read(self, a: int, b: int) -> np.ndarray:
-        try:
-            self.file.seek(a)
-            x = self.file.read(b - a, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-            raise AudioError(self.path, f"cannot be read as audio ({err})") from None
-        if x.shape[0] != b - a:
-            raise AudioError(self.path, f"is truncated: {self.frames} samples announced, {a + x.shape[0]} readable")
+        x = self._decode(a, min(b, self.readable)) if a < self.readable else np.zeros((0, self.channels), np.float32)
+        if x.shape[0] < b - a:  # past a damaged point: silence, so that the stems keep the announced length
+            x = np.concatenate([x, np.zeros((b - a - x.shape[0], self.channels), np.float32)])
         if not np.isfinite(x).all():
             bad = a + int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
             raise AudioError(self.path, f"contains NaN or infinite samples (first at sample {bad})")
         return np.repeat(x.T, 2, axis=0) if x.shape[1] == 1 else x.T
+
+    def _decode(self, a: int, b: int) -> np.ndarray:
+        """Samples ``a:b``; where decoding fails part-way (a cut FLAC), what came before, and a warning."""
+        try:
+            self.file.seek(a)
+            x = self.file.read(b - a, dtype="float32", always_2d=True)
+            if x.shape[0] == b - a:
+                return x
+        except (sf.LibsndfileError, RuntimeError, ValueError):
+            pass
+        # Find how far it decodes, block by block.
+        pieces, at = [], a
+        try:
+            self.file.seek(a)
+            while at < b:
+                piece = self.file.read(min(4096, b - at), dtype="float32", always_2d=True)
+                if piece.shape[0] == 0:
+                    break
+                pieces.append(piece)
+                at += piece.shape[0]
+        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+            if at == 0:
+                raise AudioError(self.path, f"cannot be read as audio ({err})") from None
+        self.readable = at
+        self.warnings.append(f"{self.path}: is truncated or damaged: {self.frames} samples announced, {at} decode; "
+                             "the rest of the stems is silence")
+        return np.concatenate(pieces) if pieces else np.zeros((0, self.channels), np.float32)
 
     def close(self) -> None:
         self.file.close()

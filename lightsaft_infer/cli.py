@@ -14,26 +14,52 @@ import argparse
 import os
 import sys
 
-from .backends import BACKENDS
+from .backends import BACKENDS, module_available
 from .chunking import DEFAULT_OVERLAP, DEFAULT_TRIM, MODES
 from .errors import LightsaftError
 
 PROG = "lightsaft-infer"
 
 
+def _song_folders(files, out) -> dict:
+    """``{input: OUT/<song>}``; two inputs that would share a folder are refused before any work."""
+    folders, seen = {}, {}
+    for path in files:
+        folder = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
+        key = os.path.normcase(os.path.abspath(folder))
+        if key in seen and os.path.abspath(seen[key]) != os.path.abspath(path):
+            raise LightsaftError(path, f"would be written to {folder}/, like {seen[key]}; "
+                                       "separate them into different -o folders or rename one")
+        seen[key] = path
+        folders[path] = folder
+    return folders
+
+
 def _separate(args) -> int:
     from tqdm import tqdm
 
+    from .audio import AudioReader
     from .separator import Separator
 
+    folders = _song_folders(args.files, args.out)
+    failed = 0
+    readable = []
+    for path in args.files:  # missing and unreadable files are reported before the model loads
+        try:
+            AudioReader(path).close()
+            readable.append(path)
+        except LightsaftError as err:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+            failed += 1
+    if not readable:
+        return 1
     sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
                               overlap=args.overlap, trim=args.trim, batch_size=args.batch_size)  # fmt: skip
     print(f"{PROG}: {sep.describe()}", file=sys.stderr)
     stems = [s for s in sep.sources if not args.stems or s in args.stems]
-    failed = 0
-    for path in args.files:
-        song = os.path.splitext(os.path.basename(path))[0]
-        out = {s: os.path.join(args.out, song, f"{s}.{args.format}") for s in stems}
+    for path in readable:
+        song = os.path.basename(folders[path])
+        out = {s: os.path.join(folders[path], f"{s}.{args.format}") for s in stems}
         with tqdm(total=None, unit="window", desc=song, disable=args.quiet, leave=False) as bar:
 
             def progress(done, total):
@@ -47,6 +73,8 @@ def _separate(args) -> int:
                 print(f"{PROG}: error: {err}", file=sys.stderr)
                 failed += 1
                 continue
+        for warning in result.warnings:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
         print(f"{path}: {result.duration:.1f} s separated in {result.wall:.1f} s (RTF {result.rtf:.2f}) "
               f"-> {os.path.join(args.out, song)}/")  # fmt: skip
     return 1 if failed else 0
@@ -57,16 +85,32 @@ def _convert(args) -> int:
     from .weights import save_weights
 
     config, tensors = convert_checkpoint(args.checkpoint)
+    if not args.output.endswith(".safetensors"):
+        raise LightsaftError(args.output, "the output must be NAME.safetensors")
+    if args.onnx:
+        require("onnx", "torch", "convert --onnx")
+    if module_available("torch"):  # refuse tensors that do not fit the configuration before writing anything
+        from .network import ConditionedUNet
+
+        ConditionedUNet.from_tensors(config, tensors, args.checkpoint)
+    existed = os.path.exists(args.output)
     save_weights(args.output, config, tensors)
     print(f"{args.output}: {config.block} model, {sum(t.size for t in tensors.values()):,} values")
     if args.onnx:
-        return _export(argparse.Namespace(weights=args.output, output=None))
+        try:
+            return _export(argparse.Namespace(weights=args.output, output=None))
+        except BaseException:  # all or nothing: no weight file without the export that was asked for
+            if not existed:
+                os.unlink(args.output)
+            raise
     return 0
 
 
 def _export(args) -> int:
     from .export import export_onnx
 
+    require("torch", "torch", "export")
+    require("onnx", "torch", "export")
     output = args.output or os.path.splitext(args.weights)[0] + ".onnx"
     export_onnx(args.weights, output)
     print(f"{output}: ONNX export of {args.weights}")
@@ -91,6 +135,8 @@ def _info(args) -> int:
 def _bench(args) -> int:
     from .bench import run_bench
 
+    if args.plot:
+        require("matplotlib", "plot", "bench --plot")
     run_bench(args.weights, args.durations, args.backends, reference=args.reference, mode=args.mode,
               overlap=args.overlap, trim=args.trim, json_path=args.json, threads=args.threads, song_dir=args.song,
               reference_max=args.reference_max, plot_path=args.plot)  # fmt: skip
@@ -101,6 +147,8 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate, format_table, song_folders, write_json
     from .separator import Separator
 
+    if not args.no_bss:
+        require("museval", "eval", "BSS-Eval (evaluate without --no-bss)")
     song_folders(args.root, args.split)  # a bad folder is reported before the model loads
     sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
                               overlap=args.overlap, trim=args.trim)  # fmt: skip
@@ -115,7 +163,7 @@ def _evaluate(args) -> int:
         bar.update(done - bar.n)
 
     report = evaluate(sep, args.root, args.split, limit=args.limit, bss=not args.no_bss,
-                      progress=progress if bar else None, bss_songs=args.bss_songs)  # fmt: skip
+                      progress=progress if bar is not None else None, bss_songs=args.bss_songs)  # fmt: skip
     if bar is not None:
         bar.close()
     report["model"] = sep.describe()
@@ -126,6 +174,12 @@ def _evaluate(args) -> int:
     return 0
 
 
+def require(module: str, extra: str, feature: str) -> None:
+    """Refuse up front, in one line naming the extra to install, a feature whose library is missing."""
+    if not module_available(module):
+        raise LightsaftError(None, f"{feature} needs {module}: pip install 'lightsaft-infer[{extra}]'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="LightSAFT music source separation on CPU.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -134,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(p):
         p.add_argument("-w", "--weights", default=None, help="weight file (.safetensors or .onnx); default: weights/default.safetensors or $LIGHTSAFT_WEIGHTS")
         p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
-                       help="onnx / torch: exact fp32; openvino-bf16 / torch-bf16: fast paths (bfloat16, not exact)")
+                       help="onnx / torch: exact fp32; openvino-int8 / openvino-bf16 / torch-bf16: fast paths "
+                            "(int8 / bfloat16, not exact); auto: onnx where the .onnx export exists")
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPU quota granted)")
         p.add_argument("--mode", default="overlap", choices=MODES, help="'authors' = their MDX chunking (trim 8192, no cross-fade)")
         p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="cross-faded fraction of each window (overlap mode)")
@@ -193,8 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, job schedulers): unwinds like Ctrl-C, so stems being written are deleted."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except (LightsaftError, ValueError) as err:
@@ -202,9 +270,10 @@ def main(argv=None) -> int:
             raise
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"{PROG}: {'terminated' if isinstance(err, Terminated) else 'interrupted'}; no partial stems were left",
+              file=sys.stderr)  # fmt: skip
+        return 143 if isinstance(err, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -1,54 +1,178 @@
-"""Deadline guard: finish every song before its budget, as accurately as time allows.
+"""Deadline guard: finish every song before its budget, as accurately as the budget allows.
 
-Before each window batch the guard picks the most accurate separation path
-whose cost for this batch, plus the fastest path's cost for every window left
-after it, still fits before the deadline. When even the fastest path cannot
-finish the rest, it returns ``None``: the caller then fills the remaining
-windows with a cheap estimate (the mixture divided among the sources), so four
-valid stems are always written in time. Costs start from the setup
-measurement and follow what the windows really take.
+Paths are ordered most accurate first (``exact``, then ``fast`` if there is one); the *fill* (the
+mixture divided among the sources, a valid if poor estimate) costs almost nothing. Before each
+window batch the guard plans the rest of the song with the expected cost of each path:
+
+1. as many windows as possible go through a network path (the fill only where even the fastest
+   path cannot finish), then
+2. as many of those as possible take the exact path;
+
+exact windows come first, then fast ones, and the fill (if at all) at the end. The batch takes the
+path the plan gives it, provided that this batch at a *pessimistic* cost, plus the fill for every
+window after it, still ends before the deadline: whatever happens, the song is always finished in
+time. Planning again before every batch spends what earlier windows saved, and takes back what they
+overran, so the song finishes with a margin of about one window, not with a reserve per window.
+
+Costs start from the setup measurement (pessimistic x2 until this song has measured the path, since
+setup may be off by half either way), are replaced by the song's own first measurement, then follow
+what windows really take. ``reserve()`` sets time aside for what comes after the last window
+(resampling back to the input's rate, the final writes).
 """
 
 from __future__ import annotations
 
+import math
 import time
 
-#: Cost estimates are multiplied by this before comparing with the time left.
-SAFETY = 1.25
+#: A path's cost before this song has measured it is taken as this multiple of the setup estimate.
+UNMEASURED = 2.0
+#: A measured path's next window is assumed to take at most this multiple of its running mean ...
+SPREAD = 1.25
+#: ... or the slowest of its recent windows, whichever is more.
+RECENT = 4
+#: Weight of each new measurement in a path's running mean.
+FOLLOW = 0.25
+#: The fill's cost per window (overlap-add and writing) before it is measured, in seconds.
+FILL_DEFAULT = 0.01
+
+
+class _Cost:
+    """Running estimate of one path's seconds per window."""
+
+    def __init__(self, estimate: float, unmeasured: float = UNMEASURED):
+        self.mean, self.measured, self.recent = max(float(estimate), 0.0), 0, []
+        self.unmeasured = unmeasured
+
+    def observe(self, seconds: float) -> None:
+        # The song's own first measurement replaces the setup's; then a running mean that follows a
+        # lasting change within a few windows without being thrown about by a single one (a plan made
+        # on a momentarily low estimate spends time that later windows need).
+        self.mean = seconds if not self.measured else (1 - FOLLOW) * self.mean + FOLLOW * seconds
+        self.measured += 1
+        self.recent = (self.recent + [seconds])[-RECENT:]
+
+    @property
+    def pessimistic(self) -> float:
+        if not self.measured:
+            return self.unmeasured * self.mean
+        return max(SPREAD * self.mean, max(self.recent))
 
 
 class DeadlineGuard:
-    """``costs``: seconds per window of each path, most accurate first, e.g. ``{"exact": 1.6, "fast": 0.8}``."""
+    """``costs``: seconds per window of each path, most accurate first, e.g. ``{"exact": 1.6, "fast": 0.8}``;
+    ``fill_cost``: seconds per filled window if known; ``clock``: a ``time.perf_counter``-like callable."""
 
-    def __init__(self, deadline: float, costs: dict, clock=time.perf_counter, safety: float = SAFETY):
+    def __init__(self, deadline: float, costs: dict, clock=time.perf_counter, fill_cost: float | None = None):
         if not costs:
             raise ValueError("the guard needs at least one path")
-        self.deadline, self.costs, self.clock, self.safety = deadline, dict(costs), clock, safety
-        self.fill_cost = 0.0  # seconds per filled window (overlap-add and writing), as measured
+        self.deadline, self.clock = deadline, clock
+        self.paths = {name: _Cost(c) for name, c in costs.items()}
+        # The fill is setup's own code without the network: its estimate is trusted like a measurement.
+        self.fill = _Cost(FILL_DEFAULT if fill_cost is None else fill_cost, unmeasured=SPREAD)
+        self.tail = 0.0  # seconds reserved for the work after the last window
         self.used: dict = {}
 
+    @property
+    def costs(self) -> dict:
+        """Current expected seconds per window of each path."""
+        return {name: c.mean for name, c in self.paths.items()}
+
+    @property
+    def fill_cost(self) -> float:
+        return self.fill.mean
+
+    def reserve(self, seconds: float) -> None:
+        """Keep ``seconds`` free before the deadline for what follows the last window."""
+        self.tail = max(0.0, float(seconds))
+
     def left(self) -> float:
-        return self.deadline - self.clock()
+        """Seconds the windows may still use."""
+        return self.deadline - self.tail - self.clock()
+
+    def plan(self, remaining: int, left: float | None = None) -> dict:
+        """Windows per path for the ``remaining`` ones at expected costs (pessimistic ones for paths this
+        song has not timed): network windows first, then exact ones. ``{"exact": x, "fast": f, None: fill}``."""
+        left = self.left() if left is None else left
+        names = list(self.paths)
+        fill = self.fill.mean
+        # A path this song has not timed is planned at its pessimistic cost: a setup estimate that was too
+        # low must not buy a window that costs several windows of the faster path.
+        mean = {n: c.mean if c.measured else c.pessimistic for n, c in self.paths.items()}
+        counts = dict.fromkeys(names, 0)
+        budget = left - remaining * fill  # beyond filling everything
+        if budget <= 0 or remaining <= 0:
+            counts[None] = max(remaining, 0)
+            return counts
+        if math.isinf(budget):  # no deadline
+            counts[names[0]], counts[None] = remaining, 0
+            return counts
+        # A less accurate path that is not cheaper than a more accurate one is never worth planning.
+        tiers = []
+        for name in names:
+            if not tiers or mean[name] < mean[tiers[-1]]:
+                tiers.append(name)
+        # Upgrade windows step by step from the cheapest tier to the most accurate one: first every
+        # window that fits onto the fastest network path, then as many as fit one tier up, and so on.
+        upgraded = remaining
+        previous = fill
+        for name in reversed(tiers):
+            step = mean[name] - previous
+            n = min(upgraded, int(math.floor(budget / step + 1e-9))) if step > 0 else upgraded
+            counts[name] = n
+            budget -= n * max(step, 0.0)
+            upgraded, previous = n, mean[name]
+            if n < remaining:  # some windows must be filled: what is left (less than one window of this
+                break  # path) is their buffer against estimates that turn out low, not for upgrades
+        # counts[name] now holds how many windows reach *at least* that tier: make them exclusive.
+        for fast, slow in zip(reversed(tiers), reversed(tiers[:-1])):
+            counts[fast] -= counts[slow]
+        counts[None] = remaining - sum(counts[n] for n in names)
+        return counts
 
     def choose(self, remaining: int, batch: int = 1):
-        """Path for the next ``batch`` of ``remaining`` windows, or ``None`` for the cheap fill."""
-        # Whatever is chosen, the fill must still fit for every window left: keep its time aside.
-        left = self.left() - remaining * self.fill_cost * self.safety
-        fastest = min(self.costs.values()) * self.safety
-        after = max(remaining - batch, 0) * fastest
-        for name, cost in self.costs.items():
-            if batch * cost * self.safety + after <= left:
+        """Path for the next ``batch`` of ``remaining`` windows, or ``None`` for the fill."""
+        if "fill" in self.used:  # the fill, once begun, goes on to the end: it is the song's tail, not a gap
+            return None
+        left = self.left()
+        plan = self.plan(remaining, left)
+        after = max(remaining - batch, 0) * self.fill.pessimistic  # the fill must always fit for the rest
+
+        def safe(cost):
+            return batch * cost.pessimistic + after <= left
+
+        # A path the plan needs but this song has not timed yet is timed now, while a misjudged setup
+        # estimate can still be made up for (the order of windows does not change the plan's totals);
+        # the fastest first, since it tells how many windows the budget can carry at all.
+        for name, cost in reversed(self.paths.items()):
+            if plan[name] >= batch and not cost.measured and safe(cost):
+                return name
+        # Planned windows of each path are spread evenly over the song (the order does not change the
+        # totals), so that every path's estimate stays fresh: a plan that leaves all fast windows to the
+        # end rests on one old measurement of the fast path.
+        done = sum(self.used.values())
+        total = done + remaining
+        choice, deficit = None, -math.inf
+        for name, cost in self.paths.items():
+            if plan[name] >= batch and safe(cost):
+                used = self.used.get(name, 0)
+                behind = (used + plan[name]) * (done + batch) / total - used
+                if behind > deficit:
+                    choice, deficit = name, behind
+        if choice is not None:
+            return choice
+        reached = 0
+        for name, cost in self.paths.items():
+            reached += plan[name]  # windows planned on this path or a more accurate one
+            if reached >= batch and safe(cost):
                 return name
         return None
 
     def observe(self, name, seconds_per_window: float, windows: int = 1) -> None:
-        """Record what a batch cost; the estimate moves halfway towards each new measurement."""
+        """Record what a batch cost per window (``name`` None: the fill)."""
         key = name if name is not None else "fill"
         self.used[key] = self.used.get(key, 0) + windows
-        if name is not None:
-            self.costs[name] = 0.5 * self.costs[name] + 0.5 * seconds_per_window
-        else:
-            self.fill_cost = max(self.fill_cost, seconds_per_window)
+        (self.paths[name] if name is not None else self.fill).observe(seconds_per_window)
 
     def summary(self) -> str:
         """e.g. ``"exact 12 windows, fast 3 windows"``."""

@@ -1,11 +1,13 @@
 """The deadline guard: paths chosen by time left, and predict.py never over a (tiny) budget."""
 
+import itertools
 import time
 
 import numpy as np
+import pytest
 import soundfile as sf
 
-from lightsaft_infer.deadline import DeadlineGuard
+from lightsaft_infer.deadline import SPREAD, UNMEASURED, DeadlineGuard
 from lightsaft_infer.separator import Separator
 
 from .conftest import IdentityBackend
@@ -22,20 +24,107 @@ class FakeClock:
         return self.now
 
 
-def test_guard_prefers_exact_then_fast_then_fill():
+def test_guard_plans_exact_first_then_fast_then_fill():
+    guard = DeadlineGuard(100.0, {"exact": 2.0, "fast": 1.0}, clock=FakeClock(), fill_cost=0.0)
+    # before this song has timed a path, it is planned at twice setup's estimate (which may be off by half)
+    assert guard.plan(40) == {"exact": 10, "fast": 30, None: 0}
+    guard.observe("exact", 2.0)
+    guard.observe("fast", 1.0)
+    # 40 windows in 100 s: all fit on a network path (40 s), and 60 s more buy 60 exact windows' worth of upgrades
+    assert guard.plan(40) == {"exact": 40, "fast": 0, None: 0}
+    assert guard.plan(40, left=60.0) == {"exact": 20, "fast": 20, None: 0}
+    assert guard.plan(40, left=30.0) == {"exact": 0, "fast": 30, None: 10}
+    assert guard.plan(40, left=0.0) == {"exact": 0, "fast": 0, None: 40}
+    # without a fast path, the exact one takes what fits and the fill the rest, at the end
+    solo = DeadlineGuard(100.0, {"exact": 2.0}, clock=FakeClock(), fill_cost=0.5)
+    solo.observe("exact", 2.0)
+    assert solo.plan(40, left=50.0) == {"exact": 20, None: 20}
+
+
+def test_guard_times_a_planned_path_early_and_follows_measurements():
     clock = FakeClock()
-    guard = DeadlineGuard(100.0, {"exact": 2.0, "fast": 1.0}, clock=clock, safety=1.0)
-    assert guard.choose(remaining=40) == "exact"  # 2 + 39·1 <= 100
-    clock.now = 60.5
-    assert guard.choose(remaining=40) is None  # 40 fast windows (40 s) do not fit in 39.5 s
-    clock.now = 59.5
-    assert guard.choose(remaining=40) == "fast"  # 40.5 s left: 40 fast windows fit, one exact and 39 fast do not
-    clock.now = 99.5
-    assert guard.choose(remaining=1) is None
-    guard.observe("fast", 3.0)
-    assert guard.costs["fast"] == 2.0  # halfway towards the measurement
-    guard.observe(None, 0.0, windows=5)
-    assert guard.used == {"fast": 1, "fill": 5}
+    guard = DeadlineGuard(60.0, {"exact": 2.0, "fast": 1.0}, clock=clock, fill_cost=0.0)
+    # plan: 20 exact, 20 fast. Each planned path is timed in this song first, the fastest first (it tells
+    # how many windows the budget carries at all); then the exact windows, then the fast ones.
+    assert guard.choose(40) == "fast"
+    guard.observe("fast", 1.0)
+    assert guard.choose(39) == "exact"
+    guard.observe("exact", 2.0)
+    assert guard.choose(38) == "exact"
+    clock.now = 58.0
+    assert guard.choose(20) == "fast"  # 2 s left for 20 windows: two fast ones, no exact one
+    clock.now = 59.9
+    assert guard.choose(20) is None and guard.choose(19) is None  # nothing but the fill, and the fill to the end
+    guard = DeadlineGuard(60.0, {"exact": 2.0, "fast": 1.0}, clock=clock, fill_cost=0.0)
+    guard.observe("exact", 3.0)  # the song's own first measurement replaces setup's, then a running mean
+    assert guard.costs == {"exact": 3.0, "fast": 1.0}
+    guard.observe("exact", 2.0)
+    assert guard.costs == {"exact": 2.75, "fast": 1.0}
+    guard.observe(None, 0.01, windows=5)
+    assert guard.used == {"exact": 2, "fill": 5}
+
+
+def _best(n, budget, costs, fill):
+    """Offline optimum at the true mean costs: most windows on a network path, then most exact ones."""
+    exact, fast = costs["exact"], costs.get("fast")
+    best = (0, 0)
+    for x in range(n + 1):
+        for f in range(n + 1 - x) if fast is not None else (0,):
+            if x * exact + f * (fast or 0.0) + (n - x - f) * fill <= budget:
+                best = max(best, (x + f, x))
+    return best
+
+
+def _simulate(n, budget, costs, fill, setup_error, noise, tail, seed):
+    """One song on a simulated clock; returns (windows per path, end time, fills chosen while a network path fit)."""
+    rng = np.random.default_rng(seed)
+    clock = FakeClock()
+    # Setup's estimates are off by up to ±setup_error together (the machine slower or faster than at setup), and
+    # by up to ±10% more each (setup times one window per path). The fill's is not: setup times it with the same
+    # code, and it does no network work whose speed varies.
+    errors = rng.uniform(1 - setup_error, 1 + setup_error) * rng.uniform(0.9, 1.1, len(costs))
+    guard = DeadlineGuard(budget, {k: c * e for (k, c), e in zip(costs.items(), errors)}, clock=clock, fill_cost=fill)
+    guard.reserve(tail)
+    wasted, order = 0, []  # wasted: the fill begun while a network path would still have finished
+    for i in range(n):
+        remaining = n - i
+        name = guard.choose(remaining)
+        # The fill while a network path would have finished even at the most it could cost: SPREAD x its
+        # slowest window once this song has timed it, UNMEASURED x setup's estimate before (setup may be off by
+        # half either way).
+        top = 1 + noise
+        bound = min(SPREAD * top * costs[k] if c.measured else UNMEASURED * c.mean for k, c in guard.paths.items())
+        if name is None and None not in order and clock.now + bound + (remaining - 1) * SPREAD * top * fill + tail <= budget:
+            wasted += 1
+        cost = (costs[name] if name else fill) * rng.uniform(1 - noise, 1 + noise)
+        clock.now += cost
+        guard.observe(name, cost)
+        order.append(name)
+    clock.now += tail
+    return guard.used, clock.now, wasted, order
+
+
+@pytest.mark.parametrize("paths", [{"exact": 1.5}, {"exact": 1.5, "fast": 0.5}, {"exact": 1.5, "fast": 1.0}])
+def test_guard_spends_the_budget_and_never_passes_the_deadline(paths):
+    """Simulated clock: per-window costs with ±10% noise, setup estimates off by up to ±50%, budgets from a few
+    windows to more than the song needs, 42 windows (a 4-minute song) and 12; exact then within two windows of
+    the best possible, network windows too, the fill only at the end, the deadline never passed."""
+    fill, tail, noise = 0.01, 0.3, 0.1
+    worst = 0
+    for n, budget, setup_error, seed in itertools.product((42, 12), (3, 8, 20, 35, 50, 64, 80, 120, 240),
+                                                          (0.0, 0.5), range(4)):  # fmt: skip
+        used, end, wasted, order = _simulate(n, budget, paths, fill, setup_error, noise, tail, seed)
+        case = (n, budget, setup_error, seed, used)
+        assert end <= budget, case  # the deadline is never passed
+        assert wasted == 0, case
+        # the fill only at the end: no network window after a filled one
+        first_fill = order.index(None) if None in order else n
+        assert all(name is None for name in order[first_fill:]), case
+        network, exact = _best(n, budget - tail, paths, fill)
+        assert used.get("exact", 0) >= exact - 2, (case, exact)
+        assert n - used.get("fill", 0) >= network - 2, (case, network)
+        worst = max(worst, exact - used.get("exact", 0))
+    assert worst >= 0
 
 
 class SlowIdentity(IdentityBackend):

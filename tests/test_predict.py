@@ -27,8 +27,8 @@ def _make_songs(root, seconds=(3.0, 1.2)):
 
 
 def _predict(tmp_path, weights, extra_env=None, block_torch=False):
-    env = dict(os.environ, TEST_DATASET_PATH=str(tmp_path / "test"), RESULTS_DATASET_PATH=str(tmp_path / "results"),
-               LIGHTSAFT_WEIGHTS=str(weights), **(extra_env or {}))  # fmt: skip
+    env = {**os.environ, "TEST_DATASET_PATH": str(tmp_path / "test"), "RESULTS_DATASET_PATH": str(tmp_path / "results"),
+           "LIGHTSAFT_WEIGHTS": str(weights), **(extra_env or {})}  # fmt: skip
     if block_torch:  # a sitecustomize that makes "import torch" fail, as in the runtime image
         blocker = tmp_path / "notorch"
         blocker.mkdir()
