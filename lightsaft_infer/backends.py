@@ -257,9 +257,16 @@ def default_weights() -> pathlib.Path:
 
 
 def module_available(name: str) -> bool:
+    """Whether ``import name`` can work (without importing it)."""
     import importlib.util
+    import sys
 
-    return importlib.util.find_spec(name) is not None
+    if name in sys.modules:
+        return sys.modules[name] is not None  # None: import blocked on purpose
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def torch_available() -> bool:

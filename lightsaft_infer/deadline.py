@@ -6,18 +6,21 @@ window batch the guard plans the rest of the song with the expected cost of each
 
 1. as many windows as possible go through a network path (the fill only where even the fastest
    path cannot finish), then
-2. as many of those as possible take the exact path;
+2. as many of those as possible take the exact path (when some windows must be filled anyway, what
+   is left over stays their buffer instead of buying upgrades).
 
-exact windows come first, then fast ones, and the fill (if at all) at the end. The batch takes the
-path the plan gives it, provided that this batch at a *pessimistic* cost, plus the fill for every
-window after it, still ends before the deadline: whatever happens, the song is always finished in
-time. Planning again before every batch spends what earlier windows saved, and takes back what they
-overran, so the song finishes with a margin of about one window, not with a reserve per window.
+The batch takes a path the plan gives it (planned paths are timed early and interleaved, so that
+every estimate stays fresh; the fill comes at the end and, once begun, goes on), provided that this
+batch at a *pessimistic* cost, plus the fill for every window after it, still ends before the
+deadline: whatever happens, the song is always finished in time. Planning again before every batch
+spends what earlier windows saved and takes back what they overran, so the song finishes with a
+margin of about one window, not with a reserve per window.
 
-Costs start from the setup measurement (pessimistic x2 until this song has measured the path, since
-setup may be off by half either way), are replaced by the song's own first measurement, then follow
-what windows really take. ``reserve()`` sets time aside for what comes after the last window
-(resampling back to the input's rate, the final writes).
+Costs start from the setup measurement (planned at twice that until this song has timed the path,
+since setup may be off by half either way), are replaced by the song's own first measurement, then
+follow what windows really take. ``reserve()`` sets time aside for what comes after the last window
+(resampling back to the input's rate, the final writes). See ``docs/robustness.md`` for the
+measurements.
 """
 
 from __future__ import annotations

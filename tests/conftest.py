@@ -23,6 +23,31 @@ def _need_upstream():
     pytest.skip(f"reference fixtures not found at {UPSTREAM} (they live in ../shared beside the checkout)")
 
 
+def debian_tools_missing() -> list:
+    """What corpus generation needs from Debian that this machine lacks (FluidSynth, SoundFonts, espeak-ng)."""
+    import ctypes.util
+    import shutil
+
+    missing = [] if ctypes.util.find_library("fluidsynth") else ["libfluidsynth3"]
+    if not shutil.which("espeak-ng"):
+        missing.append("espeak-ng")
+    if not any(os.path.exists(p) for p in ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/TimGM6mb.sf2",
+                                            "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3")):  # fmt: skip
+        missing.append("a General-MIDI SoundFont (fluid-soundfont-gm)")
+    return missing
+
+
+def need_debian_tools():
+    """Skip (outside CI) where corpus generation's Debian packages are missing; in CI that is a failure."""
+    missing = debian_tools_missing()
+    if not missing:
+        return
+    reason = f"corpus generation needs Debian's {', '.join(missing)} (see training/README.md)"
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def upstream():
     _need_upstream()
@@ -48,8 +73,18 @@ def converted(tmp_path_factory, upstream):
 
 
 @pytest.fixture(scope="session")
-def small_weights(converted):
-    return converted["lightsaft_small"]
+def small_weights(request, tmp_path_factory):
+    """A LightSAFT in the MDX configuration (``NAME.safetensors`` with ``NAME.onnx`` beside it): the authors'
+    ``lightsaft_small`` fixture converted where ``../shared`` is there (always in CI), else a copy of the
+    shipped default model, so that a clone without ``../shared`` still runs every test that needs a model."""
+    if UPSTREAM.is_dir() or IN_CI:
+        return request.getfixturevalue("converted")["lightsaft_small"]
+    import shutil
+
+    out = tmp_path_factory.mktemp("default-weights")
+    for suffix in (".safetensors", ".onnx"):
+        shutil.copy(REPO / "weights" / f"default{suffix}", out / f"lightsaft_small{suffix}")
+    return out / "lightsaft_small.safetensors"
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-# .ci/run installs the training requirements: these tests run (and fail) rather than skip without them.
+from .conftest import need_debian_tools
+
+# The test extra installs the Python packages; FluidSynth, the SoundFonts and espeak-ng come from Debian
+# (.ci/run installs them): without them the corpus tests skip, except in CI, where they fail.
 from training import corpus
 from training.corpus import POOLS, SPLITS, STEMS, make_song, song_rng
 
@@ -16,6 +19,7 @@ SECONDS = (8.0, 10.0)
 
 @pytest.fixture(scope="session")
 def mini_corpus(tmp_path_factory):
+    need_debian_tools()
     root = tmp_path_factory.mktemp("corpus")
     corpus.generate(str(root), {"train": 2, "valid": 1, "test": 1}, SECONDS, seed=7, workers=1, progress=False)
     return root
@@ -50,6 +54,7 @@ def test_sections_where_a_stem_is_silent(mini_corpus):
 
 
 def test_generation_is_deterministic():
+    need_debian_tools()
     a, meta_a = make_song(7, "valid", 0, SECONDS)
     make_song(7, "train", 1, SECONDS)  # state left in the synthesiser must not leak into the next song
     b, meta_b = make_song(7, "valid", 0, SECONDS)

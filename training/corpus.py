@@ -12,7 +12,7 @@ train/valid and a disjoint pool for test, so test numbers measure
 generalisation to unseen timbres. Needs FluidSynth + GM SoundFonts (Debian:
 fluidsynth, fluid-soundfont-gm, timgm6mb-soundfont,
 musescore-general-soundfont-small), espeak-ng, and the Python packages of
-``training/requirements.txt``; the runtime package needs none of them.
+the ``train`` extra (``pip install -e ".[train]"``); the runtime package needs none of them.
 """
 
 from __future__ import annotations
