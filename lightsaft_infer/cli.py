@@ -1,6 +1,8 @@
 """``lightsaft-infer``: a thin command line over the public API.
 
     lightsaft-infer separate song.wav other.flac -o separated/
+    lightsaft-infer batch music/ -o separated/ [--workers 2 | --scheduler tcp://host:8786] [--report]
+    lightsaft-infer report separated/
     lightsaft-infer convert epoch=694.ckpt -o weights/mine.safetensors --onnx
     lightsaft-infer export weights/mine.safetensors
     lightsaft-infer info weights/mine.safetensors
@@ -174,6 +176,31 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _batch(args) -> int:
+    from .batch import run_batch
+
+    if args.workers is not None or args.scheduler is not None:
+        require("distributed", "dask", "--workers / --scheduler")
+    if args.report:
+        require("matplotlib", "plot", "--report (spectrogram images)")
+    options = {"weights": args.weights, "backend": args.backend, "threads": args.threads, "mode": args.mode,
+               "overlap": args.overlap, "trim": args.trim}  # fmt: skip
+    counts = run_batch(args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+    if args.report:
+        from .report import write_report
+
+        print(f"report: {write_report(args.out, bench_json=args.bench)}")
+    return 1 if counts["failed"] else 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    require("matplotlib", "plot", "report (spectrogram images)")
+    print(write_report(args.out, bench_json=args.bench))
+    return 0
+
+
 def require(module: str, extra: str, feature: str) -> None:
     """Refuse up front, in one line naming the extra to install, a feature whose library is missing."""
     if not module_available(module):
@@ -206,6 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subtype", default="FLOAT", choices=("FLOAT", "PCM_16", "PCM_24"), help="sample format of WAV output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_separate)
+
+    p = sub.add_parser("batch", help="separate every audio file under folders into a mirrored tree, resumably "
+                                      "(on this machine, or on a Dask cluster)")
+    p.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE")
+    p.add_argument("-o", "--out", required=True, help="OUT/<path without extension>/<stem>.wav, and OUT/manifest.jsonl")
+    model_options(p)
+    p.add_argument("--workers", type=int, default=None, help="run on a local Dask cluster of this many processes")
+    p.add_argument("--scheduler", default=None, help="run on this Dask cluster (tcp://host:8786); OUT must be shared")
+    p.add_argument("--report", action="store_true", help="also write OUT/index.html, a page to listen to the results")
+    p.add_argument("--bench", default=None, help="with --report: a bench JSON whose plot the report shows")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_batch)
+
+    p = sub.add_parser("report", help="write OUT/index.html for a batch: players, spectrograms, SDR, timings")
+    p.add_argument("out", help="a batch's output folder (with manifest.jsonl)")
+    p.add_argument("--bench", default=None, help="a bench JSON whose plot the report shows")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("convert", help="convert the authors' Lightning checkpoint (no pickled code is run)")
     p.add_argument("checkpoint")

@@ -16,7 +16,7 @@ from .conftest import REPO
 
 #: Why a test may skip in a fresh clone: the README names these.
 DOCUMENTED_SKIPS = ("reference fixtures not found", "corpus generation needs Debian's", "no bfloat16 support",
-                    "has no MP3")  # fmt: skip
+                    "has no MP3", "needs a headless Chromium", "mounting a small tmpfs to fill needs root")  # fmt: skip
 
 
 def readme_commands() -> list:
