@@ -128,7 +128,7 @@ def test_a_regular_install_finds_the_default_model_from_any_folder(tmp_path):
     """``pip install .`` (not -e) into a venv, then ``lightsaft-infer separate`` run from another folder."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-build-isolation", str(REPO)],
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(REPO)],
                          capture_output=True, text=True)  # fmt: skip
     assert pip.returncode == 0, pip.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
