@@ -5,7 +5,8 @@ use ``lightsaft_infer.mdx``, which behaves the same way. Configuration by
 environment: ``LIGHTSAFT_WEIGHTS`` (a ``.safetensors`` or ``.onnx`` file;
 default ``weights/default.safetensors``), ``LIGHTSAFT_BACKEND``
 (``auto``/``torch``/``onnx``), ``LIGHTSAFT_MODE`` (``overlap``/``authors``),
-``LIGHTSAFT_OVERLAP``, ``LIGHTSAFT_TRIM``, ``LIGHTSAFT_NUM_THREADS``; ``LIGHTSAFT_FAST`` names the
+``LIGHTSAFT_OVERLAP``, ``LIGHTSAFT_TRIM``, ``LIGHTSAFT_NUM_THREADS``, ``LIGHTSAFT_POSTFILTER`` and
+``LIGHTSAFT_ITERATIONS`` (see ``lightsaft_infer.postfilter``); ``LIGHTSAFT_FAST`` names the
 fast backend the deadline guard may fall back to (``auto``: ``openvino-int8``
 where OpenVINO and the weights' int8 model are there, else ``openvino-bf16`` on
 a bfloat16 CPU, else ``torch-bf16`` behind the torch backend, loaded only if the
@@ -135,6 +136,8 @@ class LightSAFTPredictor(MusicDemixingPredictor):
                 mode=os.environ.get("LIGHTSAFT_MODE", "overlap"),
                 overlap=float(os.environ.get("LIGHTSAFT_OVERLAP", DEFAULT_OVERLAP)),
                 trim=int(os.environ["LIGHTSAFT_TRIM"]) if os.environ.get("LIGHTSAFT_TRIM") else None,
+                postfilter=os.environ.get("LIGHTSAFT_POSTFILTER", "none"),
+                iterations=int(os.environ.get("LIGHTSAFT_ITERATIONS", "1")),
             )
             self.separator.calibrate()  # warm-up, and the speed the deadline guard starts from
             fast = fast_backend(self.separator.backend.name, weights)

@@ -11,6 +11,7 @@ EXTRAS = {
     "plot": ["matplotlib>=3.5"],  # bench --plot, the listening report's spectrograms
     "dask": ["dask>=2023.1", "distributed>=2023.1"],  # batch --workers / --scheduler
     "eval": ["museval>=0.4"],  # BSS-Eval v4 in evaluate
+    "wiener": ["norbert>=0.2"],  # the multichannel Wiener post-filter
     # corpus generation, training and int8 quantisation (also Debian's fluidsynth, SoundFonts and espeak-ng:
     # see training/README.md)
     "train": ["pyfluidsynth>=1.3", "pyworld>=0.3.4", "setuptools<81", "pedalboard>=0.9", "nncf>=2.10",

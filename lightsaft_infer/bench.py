@@ -89,8 +89,10 @@ def _measure(kind, weights, song, out_dir, options, queue):
         else:
             from .separator import Separator
 
-            sep = Separator.from_file(weights, backend=kind, threads=options.get("threads"),
-                                      mode=options["mode"], overlap=options["overlap"], trim=options.get("trim"))  # fmt: skip
+            sep = Separator.from_file(weights, backend=kind, threads=options.get("threads"), mode=options["mode"],
+                                      overlap=options["overlap"], trim=options.get("trim"),
+                                      postfilter=options.get("postfilter", "none"),
+                                      iterations=options.get("iterations", 1))  # fmt: skip
             sep.warm_up()  # the setup figure: load + one window, as predict.py does before the first song
             setup = time.perf_counter() - start
             r = sep.separate_file(song, stems)
@@ -137,7 +139,7 @@ def default_bench_backends(weights=None) -> list:
 
 def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=True,
               mode="overlap", overlap=DEFAULT_OVERLAP, json_path=None, threads=None, printer=print, song_dir=None,
-              reference_max=240.0, plot_path=None, trim=None) -> dict:  # fmt: skip
+              reference_max=240.0, plot_path=None, trim=None, postfilter="none", iterations=1) -> dict:  # fmt: skip
     """Run the benchmark; print a table and return (and optionally write) the JSON report."""
     import soundfile as sf
 
@@ -146,12 +148,14 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
 
     weights = os.fspath(weights or default_weights())
     backends = default_bench_backends(weights) if backends is None else backends
-    options = {"mode": mode, "overlap": overlap, "threads": threads, "trim": trim}
+    options = {"mode": mode, "overlap": overlap, "threads": threads, "trim": trim, "postfilter": postfilter,
+               "iterations": iterations}  # fmt: skip
     kinds = (["reference"] if reference and torch_available() else []) + list(backends)
     exact = next((k for k in backends if k in EXACT_BACKENDS), None)
     report = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_threads()} threads granted",
-        "weights": weights, "mode": mode, "overlap": overlap, "trim": None, "exact_path": exact, "songs": [],
+        "weights": weights, "mode": mode, "overlap": overlap, "trim": None, "postfilter": postfilter,
+        "iterations": iterations, "exact_path": exact, "songs": [],
     }  # fmt: skip
     safetensors = os.path.splitext(weights)[0] + ".safetensors"
     fade = 0
@@ -265,7 +269,7 @@ def plot(report: dict, path) -> None:
 
 def format_table(report: dict) -> str:
     lines = [f"{report['date']}  {report['machine']}  mode={report['mode']} overlap={report['overlap']} "
-             f"trim={report.get('trim')}  "
+             f"trim={report.get('trim')} postfilter={report.get('postfilter', 'none')}  "
              f"exact path: {report['exact_path']}",
              f"{'song':>14} {'path':>10} {'setup s':>8} {'wall s':>8} {'RTF':>6} {'peak MB':>8} "
              f"{'budget':>7} {'margin s':>9} {'speed-up':>9} {'Δ ref':>9} {'Δ exact':>9} {'SDR':>6} {'ΔSDR':>7}"]  # fmt: skip

@@ -19,6 +19,7 @@ import sys
 from .backends import BACKENDS, module_available
 from .chunking import DEFAULT_OVERLAP, DEFAULT_TRIM, MODES
 from .errors import LightsaftError
+from .postfilter import POSTFILTERS
 
 PROG = "lightsaft-infer"
 
@@ -56,7 +57,8 @@ def _separate(args) -> int:
     if not readable:
         return 1
     sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
-                              overlap=args.overlap, trim=args.trim, batch_size=args.batch_size)  # fmt: skip
+                              overlap=args.overlap, trim=args.trim, batch_size=args.batch_size,
+                              postfilter=args.postfilter, iterations=args.iterations)  # fmt: skip
     print(f"{PROG}: {sep.describe()}", file=sys.stderr)
     stems = [s for s in sep.sources if not args.stems or s in args.stems]
     for path in readable:
@@ -141,7 +143,8 @@ def _bench(args) -> int:
         require("matplotlib", "plot", "bench --plot")
     run_bench(args.weights, args.durations, args.backends, reference=args.reference, mode=args.mode,
               overlap=args.overlap, trim=args.trim, json_path=args.json, threads=args.threads, song_dir=args.song,
-              reference_max=args.reference_max, plot_path=args.plot)  # fmt: skip
+              reference_max=args.reference_max, plot_path=args.plot, postfilter=args.postfilter,
+              iterations=args.iterations)  # fmt: skip
     return 0
 
 
@@ -153,7 +156,8 @@ def _evaluate(args) -> int:
         require("museval", "eval", "BSS-Eval (evaluate without --no-bss)")
     song_folders(args.root, args.split)  # a bad folder is reported before the model loads
     sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
-                              overlap=args.overlap, trim=args.trim)  # fmt: skip
+                              overlap=args.overlap, trim=args.trim, postfilter=args.postfilter,
+                              iterations=args.iterations)  # fmt: skip
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -184,7 +188,8 @@ def _batch(args) -> int:
     if args.report:
         require("matplotlib", "plot", "--report (spectrogram images)")
     options = {"weights": args.weights, "backend": args.backend, "threads": args.threads, "mode": args.mode,
-               "overlap": args.overlap, "trim": args.trim}  # fmt: skip
+               "overlap": args.overlap, "trim": args.trim, "postfilter": args.postfilter,
+               "iterations": args.iterations}  # fmt: skip
     counts = run_batch(args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
     if args.report:
         from .report import write_report
@@ -222,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="cross-faded fraction of each window (overlap mode)")
         p.add_argument("--trim", type=int, default=None,
                        help=f"samples of context dropped at each window edge (overlap mode; default {DEFAULT_TRIM})")
+        p.add_argument("--postfilter", default="none", choices=POSTFILTERS,
+                       help="make the stems agree with the mixture: consistency, softmask, or multichannel wiener "
+                            "(norbert); none: the network's own output")
+        p.add_argument("--iterations", type=int, default=1, help="EM iterations of the wiener post-filter")
 
     p = sub.add_parser("separate", help="separate audio files into stems")
     p.add_argument("files", nargs="+", metavar="FILE")

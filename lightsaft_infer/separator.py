@@ -28,6 +28,7 @@ from .backends import Backend, open_backend
 from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_chunks, window_batches
 from .deadline import DeadlineGuard
 from .errors import WeightFileError
+from . import postfilter as postfilters
 from .stft import STFT
 
 
@@ -53,7 +54,8 @@ class Separator:
 
     def __init__(
         self, backend: Backend, mode: str = "overlap", overlap: float = DEFAULT_OVERLAP, trim: int | None = None,
-        batch_size: int = 1, threads: int | None = None, fast: Backend | None = None,
+        batch_size: int = 1, threads: int | None = None, fast: Backend | None = None, postfilter: str = "none",
+        iterations: int = 1,
     ):  # fmt: skip
         self.backend, self.config = backend, backend.config
         #: Separation paths, most accurate first; ``costs`` (seconds per window) is filled by :meth:`calibrate`.
@@ -65,6 +67,8 @@ class Separator:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.batch_size = batch_size
+        postfilters.check(postfilter, iterations)  # see .postfilter: none keeps the authors' output
+        self.postfilter, self.iterations = postfilter, int(iterations)
         self.stft = STFT(self.config.n_fft, self.config.hop_length, workers=threads or 1)
         plan_chunks(0, self.config.window_samples, self.config.hop_length, mode, overlap, trim)  # validate now
 
@@ -96,8 +100,10 @@ class Separator:
         plan = self.plan(0)
         chunking = ("authors' chunking" if self.mode == "authors"
                     else f"trim {plan.trim}" + (f", overlap {self.overlap:g}" if plan.fade else ""))
+        filtered = "" if self.postfilter == "none" else f", {self.postfilter} post-filter" + (
+            f" ({self.iterations} iteration{'s' * (self.iterations != 1)})" if self.postfilter == "wiener" else "")
         return (f"{'LightSAFT' if c.block == 'lightsaft' else 'LaSAFT'} (n_fft {c.n_fft}, {c.n_blocks} blocks, "
-                f"{c.internal_channels} channels) on {self.backend.name}, {chunking}")
+                f"{c.internal_channels} channels) on {self.backend.name}, {chunking}{filtered}")
 
     def warm_up(self) -> None:
         """Run one silent window so that first-call costs (kernel selection, allocation) are paid at setup."""
@@ -251,6 +257,8 @@ class Separator:
         if not np.isfinite(out).all():  # NaN stems are an error, never a result
             raise WeightFileError(getattr(self.paths[name], "path", None),
                                   "the model produced NaN or infinite values; its weights are unusable")
+        # inside the window's cost: the deadline guard counts the post-filter's time too
+        out = postfilters.apply(self.postfilter, spec, out, self.iterations)
         return self.stft.synthesise(out)  # (b, S, 2, W)
 
     def _stream(self, read, samples: int, sink, guard: DeadlineGuard, progress=None) -> None:

@@ -80,6 +80,7 @@ def _interrupt_after_first_new_song(cmd, out, sig):
     return proc.returncode
 
 
+@pytest.mark.slow  # ~35 s: four runs of the CLI (CI runs it with -m slow)
 def test_a_tree_twice_and_resumed_after_sigterm_and_kill_9(tmp_path, small_weights):
     root = _tree(tmp_path / "music")
     out = tmp_path / "out"
@@ -105,6 +106,7 @@ def test_a_tree_twice_and_resumed_after_sigterm_and_kill_9(tmp_path, small_weigh
     assert [r["key"] for r in _manifest(out)[lines:]] == ["broken.wav"]  # only the failed song was tried again
 
 
+@pytest.mark.slow  # ~20 s: a local cluster's start and two model loads
 def test_a_two_worker_dask_cluster_gives_the_single_process_stems(tmp_path, small_weights):
     pytest.importorskip("distributed")
     root = tmp_path / "music"
