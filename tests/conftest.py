@@ -34,6 +34,13 @@ def debian_tools_missing() -> list:
     if not any(os.path.exists(p) for p in ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/TimGM6mb.sf2",
                                             "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3")):  # fmt: skip
         missing.append("a General-MIDI SoundFont (fluid-soundfont-gm)")
+    # the shift split's held-out sources
+    if not shutil.which("flite"):
+        missing.append("flite")
+    for path, package in (("/usr/share/sounds/sf2/OPL-3_FM_128M.sf2", "opl3-soundfont"),
+                          ("/usr/share/sounds/sf2/sf_GMbank.sf2", "csound-soundfont")):  # fmt: skip
+        if not os.path.exists(path):
+            missing.append(package)
     return missing
 
 

@@ -53,6 +53,31 @@ def test_sections_where_a_stem_is_silent(mini_corpus):
     assert found > 0
 
 
+@pytest.fixture(scope="session")
+def shift_song(tmp_path_factory):
+    need_debian_tools()
+    root = tmp_path_factory.mktemp("shift")
+    corpus.generate(str(root), {"shift": 1}, (20.0, 22.0), seed=7, workers=1, progress=False)
+    return next(root.glob("shift/*"))
+
+
+def test_the_shift_split_uses_no_source_any_other_split_uses(mini_corpus, shift_song):
+    """Provably disjoint, from the recorded song.json files: SoundFonts, speech engine, effects chain."""
+    shift = json.loads((shift_song / "song.json").read_text())
+    others = [json.loads(p.read_text()) for p in mini_corpus.glob("*/*/song.json")]
+    assert {m["split"] for m in others} == {"train", "valid", "test"}
+    assert shift["soundfont"] not in {m["soundfont"] for m in others}
+    assert shift["soundfont"] in {os.path.basename(p) for p in corpus.SHIFT_SOUNDFONTS}
+    assert not {os.path.basename(p) for p in corpus.SHIFT_SOUNDFONTS} & {os.path.basename(p) for p in corpus.SOUNDFONTS}
+    assert shift["voice"]["engine"] == "flite" and {m["voice"]["engine"] for m in others} == {"espeak-ng"}
+    assert shift["voice"]["espeak_voice"] in POOLS["shift"]["voices"]
+    assert shift["fx"] == "shift" and {m["fx"] for m in others} == {"standard"}
+    mix, rate = sf.read(shift_song / "mixture.wav", dtype="int16")
+    total = sum(sf.read(shift_song / f"{s}.wav", dtype="int16")[0].astype(np.int32) for s in STEMS)
+    np.testing.assert_array_equal(total, mix.astype(np.int32))  # still the exact sum of its stems
+    assert sum(np.abs(sf.read(shift_song / f"{s}.wav", dtype="float32")[0]).max() > 0.01 for s in STEMS) >= 3
+
+
 def test_generation_is_deterministic():
     need_debian_tools()
     a, meta_a = make_song(7, "valid", 0, SECONDS)

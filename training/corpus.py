@@ -9,7 +9,10 @@ instruments and voice used). Everything is a function of (seed, split, index).
 
 Instrument programs, drum kits and singer voices are split into a pool for
 train/valid and a disjoint pool for test, so test numbers measure
-generalisation to unseen timbres. Needs FluidSynth + GM SoundFonts (Debian:
+generalisation to unseen timbres. The ``shift`` split (``--shift N``) goes
+further, a transfer test: other SoundFonts (one of them FM synthesis), another
+speech engine (flite) and an effects chain of its own, none of which any other
+split uses (opl3-soundfont, csound-soundfont and flite from Debian). Needs FluidSynth + GM SoundFonts (Debian:
 fluidsynth, fluid-soundfont-gm, timgm6mb-soundfont,
 musescore-general-soundfont-small), espeak-ng, and the Python packages of
 the ``train`` extra (``pip install -e ".[train]"``); the runtime package needs none of them.
@@ -31,13 +34,21 @@ from .render import SAMPLE_RATE, master, new_song, pan_mono, render_tracks, stem
 from .voice import VoiceSettings, sing
 
 STEMS = ("vocals", "drums", "bass", "other")
-SPLITS = ("valid", "train", "test")  # generation order: validation first, so training can start early
-SPLIT_ID = {"train": 1, "valid": 2, "test": 3}
+SPLITS = ("valid", "train", "test", "shift")  # generation order: validation first, so training can start early
+SPLIT_ID = {"train": 1, "valid": 2, "test": 3, "shift": 4}
 
 SOUNDFONTS = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
     "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
     "/usr/share/sounds/sf2/TimGM6mb.sf2",
+)
+# The shift split (a transfer test) renders only from sources no other split uses: SoundFonts of other
+# makers, one of them FM synthesis (Debian: opl3-soundfont, csound-soundfont), a different speech engine
+# (flite) for the singer, and an effects chain of its own (render.stem_chain's "shift" chain, and
+# render.master's codec-like band limit).
+SHIFT_SOUNDFONTS = (
+    "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2",
+    "/usr/share/sounds/sf2/sf_GMbank.sf2",
 )
 
 # GM programs per stem; "test" pools are disjoint from the train/valid pools.
@@ -59,6 +70,15 @@ POOLS = {
         "voices": ["en+m7", "en+f5", "en-us+m5", "en-us+f4", "en+Alicia", "en+Gene"],
     },
 }
+# Every GM program (the SoundFont is what is new), flite's voices.
+POOLS["shift"] = {
+    "drums": [0],  # the one kit both held-out SoundFonts have (OPL3's is FM-synthesised)
+    "bass": sorted(set(POOLS["seen"]["bass"]) | set(POOLS["unseen"]["bass"])),
+    "other": sorted(set(POOLS["seen"]["other"]) | set(POOLS["unseen"]["other"])),
+    "choir": [52, 53, 54],
+    "voices": ["slt", "rms", "awb", "kal16"],
+    "engine": "flite",
+}
 
 
 def song_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -67,19 +87,24 @@ def song_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def split_pool(split: str) -> dict:
-    return POOLS["unseen" if split == "test" else "seen"]
+    return POOLS[{"test": "unseen", "shift": "shift"}.get(split, "seen")]
+
+
+def split_soundfonts(split: str) -> tuple:
+    return SHIFT_SOUNDFONTS if split == "shift" else SOUNDFONTS
 
 
 def pick_voice(rng: np.random.Generator, pool: dict) -> tuple[VoiceSettings, int]:
     """A singer: espeak voice, formant warp, vibrato, breathiness, and a pitch centre to match."""
     name = pool["voices"][int(rng.integers(len(pool["voices"])))]
-    high = "+f" in name or name.endswith(("Annie", "Alicia")) or rng.random() < 0.3
+    high = "+f" in name or name.endswith(("Annie", "Alicia")) or name == "slt" or rng.random() < 0.3
     formant = float(rng.uniform(1.02, 1.22) if high else rng.uniform(0.85, 1.02))
     centre = int(rng.integers(62, 70) if high else rng.integers(50, 58))
     voice = VoiceSettings(
         espeak_voice=name, formant=formant, vibrato_hz=float(rng.uniform(4.5, 6.8)),
         vibrato_semitones=float(rng.uniform(0.1, 0.6)), breath=float(rng.uniform(0.0, 0.35)),
         glide_s=float(rng.uniform(0.03, 0.12)), speed=int(rng.integers(130, 200)),
+        engine=pool.get("engine", "espeak-ng"),
     )
     return voice, centre
 
@@ -92,7 +117,9 @@ def make_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[dict, 
     voice, centre = pick_voice(rng, pool)
     programs = {"drums": pool["drums"], "bass": pool["bass"], "other": pool["other"], "voice_centre": centre}
     score = Composer(rng, programs, float(rng.uniform(*seconds))).compose()
-    soundfont = SOUNDFONTS[int(rng.integers(len(SOUNDFONTS)))]
+    soundfonts = split_soundfonts(split)
+    soundfont = soundfonts[int(rng.integers(len(soundfonts)))]
+    fx = "shift" if split == "shift" else "standard"
     room = float(rng.uniform(0.2, 0.8))
     dry = {}
     for stem in ("drums", "bass", "other"):
@@ -122,8 +149,8 @@ def make_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[dict, 
         peak = np.abs(x).max()
         if peak > 0:
             x = x / peak * float(10 ** (rng.uniform(-6, 0) / 20))
-        wet[stem] = stem_chain(stem, rng, room)(x, SAMPLE_RATE).astype(np.float32)
-    mixed = master(wet, rng)
+        wet[stem] = stem_chain(stem, rng, room, fx)(x, SAMPLE_RATE).astype(np.float32)
+    mixed = master(wet, rng, codec=fx == "shift")
     stems = {k: np.round(np.clip(v, -1, 1) * 32767).astype(np.int16) for k, v in mixed.items()}
     meta = {
         "seed": seed, "split": split, "index": index, "tempo": round(score.tempo, 2),
@@ -132,7 +159,7 @@ def make_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[dict, 
         "sections": [{"kind": k, "start": round(a, 3), "end": round(b, 3), "stems": sorted(s)}
                      for k, a, b, s in score.sections],
         "programs": {s: sorted({t.program for t in score.tracks if t.stem == s}) for s in ("drums", "bass", "other")},
-        "choir": choir, "voice": voice.__dict__, "voice_centre": centre,
+        "choir": choir, "voice": voice.__dict__, "voice_centre": centre, "fx": fx,
     }
     return stems, meta
 
@@ -190,13 +217,14 @@ def main(argv=None) -> int:
     p.add_argument("--train", type=int, default=100)
     p.add_argument("--valid", type=int, default=14)
     p.add_argument("--test", type=int, default=50)
+    p.add_argument("--shift", type=int, default=0, help="songs of the transfer split (held-out sources)")
     p.add_argument("--seconds", default="60,180", help="song length range in seconds, 'lo,hi'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     lo, hi = (float(v) for v in args.seconds.split(","))
-    generate(args.root, {"train": args.train, "valid": args.valid, "test": args.test}, (lo, hi), args.seed,
-             args.workers)
+    generate(args.root, {"train": args.train, "valid": args.valid, "test": args.test, "shift": args.shift},
+             (lo, hi), args.seed, args.workers)  # fmt: skip
     return 0
 
 

@@ -106,8 +106,11 @@ def render_tracks(tracks, duration: float, soundfont: str) -> np.ndarray:
     return out[:total]
 
 
-def stem_chain(stem: str, rng: np.random.Generator, room: float) -> pb.Pedalboard:
-    """Per-stem processing: high-pass, a random EQ tilt, compression, and a shared room's reverb."""
+def stem_chain(stem: str, rng: np.random.Generator, room: float, fx: str = "standard") -> pb.Pedalboard:
+    """Per-stem processing: high-pass, a random EQ tilt, compression, and a shared room's reverb; the
+    ``shift`` chain (held out from training) adds drive, modulation and delay throws instead."""
+    if fx == "shift":
+        return _shift_chain(stem, rng, room)
     wet = {"vocals": 0.22, "drums": 0.08, "bass": 0.0, "other": 0.15}[stem] * rng.uniform(0.5, 1.5)
     chain = [
         pb.HighpassFilter(cutoff_frequency_hz=float({"bass": 30, "drums": 30}.get(stem, 80) * rng.uniform(0.8, 1.5))),
@@ -121,14 +124,37 @@ def stem_chain(stem: str, rng: np.random.Generator, room: float) -> pb.Pedalboar
     return pb.Pedalboard(chain)
 
 
+def _shift_chain(stem: str, rng: np.random.Generator, room: float) -> pb.Pedalboard:
+    """Effects no training song goes through: amp-like drive, chorus/phaser, delay throws, plate-like reverb."""
+    chain = [pb.HighpassFilter(cutoff_frequency_hz=float({"bass": 35, "drums": 35}.get(stem, 120) * rng.uniform(0.8, 1.3)))]
+    if stem in ("bass", "other") and rng.random() < 0.6:
+        chain += [pb.Distortion(drive_db=float(rng.uniform(6, 22))), pb.LowpassFilter(cutoff_frequency_hz=float(rng.uniform(3000, 7000)))]
+    if stem == "other" and rng.random() < 0.5:
+        chain.append(pb.Chorus(rate_hz=float(rng.uniform(0.3, 2.0)), depth=float(rng.uniform(0.2, 0.5)), mix=0.5))
+    if stem == "other" and rng.random() < 0.3:
+        chain.append(pb.Phaser(rate_hz=float(rng.uniform(0.2, 1.5)), mix=0.5))
+    if stem == "vocals":
+        chain.append(pb.Delay(delay_seconds=float(rng.uniform(0.18, 0.45)), feedback=float(rng.uniform(0.2, 0.45)),
+                              mix=float(rng.uniform(0.1, 0.3))))  # fmt: skip
+    if stem == "drums":
+        chain.append(pb.Compressor(threshold_db=float(rng.uniform(-30, -18)), ratio=8.0, attack_ms=2, release_ms=60))
+    chain.append(pb.Reverb(room_size=min(1.0, room + 0.15), damping=0.2, wet_level=float(rng.uniform(0.05, 0.25)),
+                           dry_level=1.0, width=1.0))  # fmt: skip
+    return pb.Pedalboard(chain)
+
+
 def pan_mono(x: np.ndarray, pan: float) -> np.ndarray:
     """Constant-power pan of a mono signal to ``(samples, 2)``."""
     angle = (pan + 1) * np.pi / 4
     return np.stack([x * np.cos(angle), x * np.sin(angle)], axis=1).astype(np.float32)
 
 
-def master(stems: dict, rng: np.random.Generator, ceiling: float = 0.95) -> dict:
-    """Loudness and a peak limiter computed on the sum, applied as one gain curve to every stem."""
+def master(stems: dict, rng: np.random.Generator, ceiling: float = 0.95, codec: bool = False) -> dict:
+    """Loudness and a peak limiter computed on the sum, applied as one gain curve to every stem (and with
+    ``codec``, one band limit for all stems, so that they still sum to the mixture)."""
+    if codec:
+        cutoff = float(rng.uniform(11000, 16000))
+        stems = {k: pb.LowpassFilter(cutoff_frequency_hz=cutoff)(v, SAMPLE_RATE) for k, v in stems.items()}
     mix = sum(stems.values())
     rms = float(np.sqrt(np.mean(mix ** 2)) + 1e-9)
     level = 10 ** (rng.uniform(-16, -11) / 20) / rms

@@ -1,6 +1,6 @@
-"""A singing-like voice from speech: espeak-ng syllables re-pitched onto a melody with WORLD.
+"""A singing-like voice from speech: espeak-ng (or flite) syllables re-pitched onto a melody with WORLD.
 
-Each syllable is spoken once per voice by espeak-ng (22.05 kHz), analysed with
+Each syllable is spoken once per voice by espeak-ng (22.05 kHz; flite's 16 kHz resampled), analysed with
 the WORLD vocoder (pyworld: DIO + StoneMask f0, CheapTrick envelope, D4C
 aperiodicity), then for every melody note its voiced part is stretched to the
 note's length, its f0 replaced by the note pitch with a glide from the previous
@@ -32,7 +32,9 @@ SYLLABLES = (
 
 @dataclass(frozen=True)
 class VoiceSettings:
-    """One singer: espeak-ng voice, formant warp (<1 darker/male-like, >1 brighter/female-like), style."""
+    """One singer: a speech engine's voice (``espeak_voice`` names it, whatever the engine), formant warp
+    (<1 darker/male-like, >1 brighter/female-like), style. ``engine``: ``espeak-ng`` (train, valid,
+    test) or ``flite`` (the shift split's held-out engine)."""
 
     espeak_voice: str
     formant: float
@@ -41,17 +43,33 @@ class VoiceSettings:
     breath: float
     glide_s: float
     speed: int
+    engine: str = "espeak-ng"
+
+
+def _speak(engine: str, voice: str, speed: int, text: str) -> np.ndarray:
+    """One spoken syllable as float64 mono at ``ESPEAK_RATE``."""
+    if engine == "espeak-ng":
+        wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
+                             check=True, capture_output=True).stdout  # fmt: skip
+        # espeak-ng writes a 44-byte RIFF header then 16-bit mono PCM.
+        return np.frombuffer(wav[44:], dtype="<i2").astype(np.float64) / 32768.0
+    if engine == "flite":
+        import tempfile
+
+        import soundfile as sf
+
+        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", tmp.name,
+                            "--setf", f"duration_stretch={175 / speed:.3f}"], check=True, capture_output=True)  # fmt: skip
+            x, rate = sf.read(tmp.name, dtype="float64")
+        return resample_poly(x, ESPEAK_RATE, rate) if rate != ESPEAK_RATE else x
+    raise ValueError(f"unknown speech engine {engine!r}")
 
 
 @lru_cache(maxsize=4096)
-def _syllable_features(voice: str, speed: int, text: str):
+def _syllable_features(voice: str, speed: int, text: str, engine: str = "espeak-ng"):
     """WORLD features (f0, sp, ap) of one spoken syllable, trimmed to its voiced core ± consonants."""
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
-        check=True, capture_output=True,
-    ).stdout
-    # espeak-ng writes a 44-byte RIFF header then 16-bit mono PCM.
-    x = np.frombuffer(wav[44:], dtype="<i2").astype(np.float64) / 32768.0
+    x = _speak(engine, voice, speed, text)
     if x.size < ESPEAK_RATE // 20:
         x = np.concatenate([x, np.zeros(ESPEAK_RATE // 10)])
     f0, t = pyworld.dio(x, ESPEAK_RATE, frame_period=FRAME_MS)
@@ -107,7 +125,7 @@ def sing(notes, voice: VoiceSettings, duration: float, rng: np.random.Generator,
             break
         n = min(n, n_total - a)
         text = SYLLABLES[note.syllable % len(SYLLABLES)]
-        sf0, ssp, sap = _syllable_features(voice.espeak_voice, voice.speed, text)
+        sf0, ssp, sap = _syllable_features(voice.espeak_voice, voice.speed, text, voice.engine)
         _, v, nsp, nap = _stretch_syllable(sf0, ssp, sap, n)
         t = np.arange(n) * FRAME_MS / 1000
         target = note.pitch + transpose
