@@ -150,6 +150,8 @@ def make_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[dict, 
         if peak > 0:
             x = x / peak * float(10 ** (rng.uniform(-6, 0) / 20))
         wet[stem] = stem_chain(stem, rng, room, fx)(x, SAMPLE_RATE).astype(np.float32)
+        if fx == "shift":  # drive and heavy compression change loudness: keep the stem's level as drawn
+            wet[stem] *= float(np.sqrt(np.mean(x ** 2)) / (np.sqrt(np.mean(wet[stem] ** 2)) + 1e-12))
     mixed = master(wet, rng, codec=fx == "shift")
     stems = {k: np.round(np.clip(v, -1, 1) * 32767).astype(np.int16) for k, v in mixed.items()}
     meta = {
