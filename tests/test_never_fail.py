@@ -88,6 +88,7 @@ def test_round2_budget_on_a_long_48k_song_is_met_with_resampling_budgeted(tmp_pa
 
 
 # -- the command line: signals, stale files, collisions, damaged input, full disks ---------------------
+@pytest.mark.slow  # ~35 s: two CLI processes on a 2-minute song (CI runs it with -m slow)
 def test_sigterm_leaves_no_partial_stems_and_a_rerun_cleans_up_after_kill_9(tmp_path, small_weights):
     song = tmp_path / "long.wav"
     sf.write(song, _song(120), SR)
