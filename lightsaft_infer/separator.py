@@ -242,9 +242,9 @@ class Separator:
             raise ValueError(f"no {path!r} path: this separator has {list(self.paths)}")
         if deadline is None:
             return DeadlineGuard(float("inf"), {path: 0.0})
-        missing = [name for name in list(self.paths) + ["fill"] if name not in self.costs]
-        if missing:
-            self.calibrate([m for m in missing if m != "fill"])
+        missing = [name for name in self.paths if name not in self.costs]
+        if missing or "fill" not in self.costs:  # calibrate() always times the fill too
+            self.calibrate(missing)
         return DeadlineGuard(deadline, {name: self.costs[name] for name in self.paths},  # most accurate first
                              fill_cost=self.costs.get("fill"))  # fmt: skip
 
