@@ -23,9 +23,9 @@ from .config import ModelConfig
 from .errors import LightsaftError, WeightFileError
 from .threads import cpu_threads
 
-BACKENDS = ("torch", "onnx", "torch-bf16", "openvino-bf16", "openvino-int8")
+BACKENDS = ("torch", "onnx", "openvino", "torch-bf16", "openvino-bf16", "openvino-int8")
 #: Backends whose stems equal the reference path's (to 1e-4); the others trade accuracy for speed.
-EXACT_BACKENDS = ("torch", "onnx")
+EXACT_BACKENDS = ("torch", "onnx", "openvino")
 WEIGHTS_ENV = "LIGHTSAFT_WEIGHTS"
 DEFAULT_MODEL = "default"
 _PACKAGE = pathlib.Path(__file__).resolve().parent
@@ -183,7 +183,7 @@ class OpenVinoBackend(_PerWindowSize):
         import openvino as ov
 
         self._core = ov.Core()
-        self._bf16 = _computes_bf16(self._core)
+        self._bf16 = _computes_bf16(self._core) and self.name != "openvino"
         if not self._bf16 and self.NEEDS_BF16:
             raise LightsaftError(None, f"the {self.name} backend needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use --backend onnx")
         self._model = None
@@ -217,6 +217,14 @@ class OpenVinoBackend(_PerWindowSize):
         return lambda spec: request.infer({0: spec})[0].copy()
 
 
+class OpenVinoFp32Backend(OpenVinoBackend):
+    """The ONNX export compiled by OpenVINO in fp32 (``INFERENCE_PRECISION_HINT`` f32): an exact path,
+    with OpenVINO's own choice of convolution kernels instead of ONNX Runtime's."""
+
+    name = "openvino"
+    NEEDS_BF16 = False
+
+
 def _ports(ports) -> list:
     """OpenVINO ports as ``[(name, shape)]`` with ``None`` for dynamic dimensions."""
     return [(",".join(p.get_names()), [d.get_length() if d.is_static else None for d in p.get_partial_shape()])
@@ -238,6 +246,33 @@ class OpenVinoInt8Backend(OpenVinoBackend):
 
     def _model_path(self):
         return int8_path(self.path)
+
+    def _compile(self, frames):
+        fresh = self._model is None
+        run = super()._compile(frames)
+        if fresh:
+            check_int8_source(self._model, self._model_path())
+        return run
+
+
+#: Runtime-info key of the SHA-256 (``weights.weights_digest``) of the fp32 weights an int8 IR was made from.
+INT8_DIGEST_KEY = ("lightsaft", "fp32_weights_sha256")
+
+
+def check_int8_source(model, path) -> str | None:
+    """The digest recorded in an int8 IR (``model``: an ``openvino.Model`` read from ``path``); a
+    :class:`WeightFileError` when ``NAME.safetensors`` beside it holds other weights (the int8 model
+    would separate with a network other than the one the user chose)."""
+    if not model.has_rt_info(list(INT8_DIGEST_KEY)):
+        return None
+    recorded = model.get_rt_info(list(INT8_DIGEST_KEY)).astype(str)
+    source = pathlib.Path(path).with_name(pathlib.Path(path).name[: -len(OpenVinoInt8Backend.SUFFIX)] + ".safetensors")
+    if source.is_file():
+        from .weights import load_weights, weights_digest
+
+        if weights_digest(load_weights(source)[1]) != recorded:
+            raise WeightFileError(path, f"made from other weights than {source.name} (regenerate it: python -m training.quantize)")
+    return recorded
 
 
 def int8_path(path) -> pathlib.Path:
@@ -305,7 +340,7 @@ def open_backend(path=None, backend: str = "auto", threads: int | None = None) -
         raise WeightFileError(path, f"no such weight file{hint}")
     if backend == "auto":
         backend = "onnx" if ox.is_file() or not torch_available() else "torch"
-    if backend in ("onnx", "openvino-bf16", "openvino-int8"):
+    if backend in ("onnx", "openvino", "openvino-bf16", "openvino-int8"):
         if not ox.is_file():
             raise WeightFileError(ox, "no ONNX export beside the weights (run 'lightsaft-infer export' or 'convert --onnx')")
         if backend == "onnx":
@@ -314,6 +349,8 @@ def open_backend(path=None, backend: str = "auto", threads: int | None = None) -
             raise LightsaftError(None, f"the {backend} backend needs OpenVINO: pip install 'lightsaft-infer[openvino]', or use --backend onnx")
         if backend == "openvino-bf16":
             return OpenVinoBackend(ox, threads)
+        if backend == "openvino":
+            return OpenVinoFp32Backend(ox, threads)
         if not int8_path(ox).is_file():
             raise WeightFileError(int8_path(ox), "no int8 model beside the weights (make one with 'python -m training.quantize')")
         return OpenVinoInt8Backend(ox, threads)

@@ -97,6 +97,9 @@ def _measure(kind, weights, song, out_dir, options, queue):
             setup = time.perf_counter() - start
             r = sep.separate_file(song, stems)
             timing = {"read": r.read, "separate": r.separate, "write": r.write}
+            windows = sum(r.windows.values())
+            if windows:  # the network's cost per window (STFTs and overlap-add included): compares backends
+                timing["per_window"] = r.separate / windows
         peak = _peak_rss_mb()
         queue.put({"ok": True, "setup_s": setup, **{k + "_s": v for k, v in timing.items()}, "peak_rss_mb": peak})
     except Exception as err:  # reported in the table, never fatal for the other paths
@@ -271,12 +274,12 @@ def format_table(report: dict) -> str:
     lines = [f"{report['date']}  {report['machine']}  mode={report['mode']} overlap={report['overlap']} "
              f"trim={report.get('trim')} postfilter={report.get('postfilter', 'none')}  "
              f"exact path: {report['exact_path']}",
-             f"{'song':>14} {'path':>10} {'setup s':>8} {'wall s':>8} {'RTF':>6} {'peak MB':>8} "
+             f"{'song':>14} {'path':>13} {'setup s':>8} {'wall s':>8} {'RTF':>6} {'s/window':>8} {'peak MB':>8} "
              f"{'budget':>7} {'margin s':>9} {'speed-up':>9} {'Δ ref':>9} {'Δ exact':>9} {'SDR':>6} {'ΔSDR':>7}"]  # fmt: skip
     for song in report["songs"]:
         budget = min(song["budget_round1_s"], song["budget_round2_s"])
         for kind, r in song["paths"].items():
-            head = f"{song['song']:>14} {kind:>10}"
+            head = f"{song['song']:>14} {kind:>13}"
             if not r["ok"]:
                 lines.append(f"{head} failed: {r['error']}")
                 continue
@@ -285,7 +288,8 @@ def format_table(report: dict) -> str:
             diff = f"{r['max_diff_vs_exact']:9.1e}" if "max_diff_vs_exact" in r else f"{'':>9}"
             sdr = f"{r['mdx_sdr']['mean']:6.2f}" if "mdx_sdr" in r else f"{'':>6}"
             delta = f"{r['sdr_change_vs_exact_db']:+7.3f}" if "sdr_change_vs_exact_db" in r else f"{'':>7}"
-            lines.append(f"{head} {r['setup_s']:8.1f} {r['wall_s']:8.1f} {r['rtf']:6.3f} {r['peak_rss_mb']:8.0f} "
+            per_window = f"{r['per_window_s']:8.3f}" if "per_window_s" in r else f"{'':>8}"
+            lines.append(f"{head} {r['setup_s']:8.1f} {r['wall_s']:8.1f} {r['rtf']:6.3f} {per_window} {r['peak_rss_mb']:8.0f} "
                          f"{budget:7.1f} {r['margin_s']:9.1f} {speedup} {dref} {diff} {sdr} {delta}")  # fmt: skip
     fits = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("fits_240s_up_to_s", {}).items())
     lines.append("Δ ref / Δ exact: largest sample difference from the reference path's / the exact path's stems; "

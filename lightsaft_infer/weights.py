@@ -54,6 +54,19 @@ def save_weights(path: str | os.PathLike, config: ModelConfig, tensors: dict[str
             remove_empty(created)
 
 
+def weights_digest(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 of a network's fp32 weights (names, shapes and values; independent of the file's layout),
+    recorded in derived models (the int8 IR) so that a model made from other weights is caught."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        value = np.ascontiguousarray(tensors[name], dtype=np.float32)
+        h.update(f"{name}:{value.shape}\n".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
 def read_config(path: str | os.PathLike) -> ModelConfig:
     """Only the configuration of a weight file (cheap: reads the header)."""
     return _open(path, tensors=False)[0]

@@ -34,6 +34,11 @@ def debian_tools_missing() -> list:
     if not any(os.path.exists(p) for p in ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/TimGM6mb.sf2",
                                             "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3")):  # fmt: skip
         missing.append("a General-MIDI SoundFont (fluid-soundfont-gm)")
+    # the wide recipe's recorded drum kits and second speech engine
+    if not os.path.isdir("/usr/share/hydrogen/data/drumkits"):
+        missing.append("hydrogen-drumkits")
+    if not shutil.which("text2wave") or not os.path.isdir("/usr/share/festival/voices/english/ked_diphone"):
+        missing.append("festival with its voices (festvox-kdlpc16k, ...)")
     # the shift split's held-out sources
     if not shutil.which("flite"):
         missing.append("flite")

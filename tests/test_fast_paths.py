@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from lightsaft_infer.backends import OnnxBackend, module_available, open_backend, openvino_bf16_available
+from lightsaft_infer.errors import WeightFileError
 from lightsaft_infer.separator import Separator
 from lightsaft_infer.stft import STFT
 
@@ -60,22 +61,32 @@ def test_quantize_tool_writes_a_self_describing_int8_model(tmp_path, small_weigh
 
     import openvino as ov
 
-    from training.quantize import CONFIG_KEY, main
+    from lightsaft_infer.weights import load_weights, save_weights, weights_digest
+    from training.quantize import CONFIG_KEY, DIGEST_KEY, main
 
     onnx = tmp_path / "small.onnx"
     shutil.copy(small_weights.with_suffix(".onnx"), onnx)
+    shutil.copy(small_weights, tmp_path / "small.safetensors")
     assert main([str(REPO / "data" / "test"), "--weights", str(onnx), "--per-song", "1"]) == 0
     xml = tmp_path / "small.int8.xml"
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.int8.bin", "small.int8.xml", "small.onnx"]  # no leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.int8.bin", "small.int8.xml", "small.onnx",
+                                                          "small.safetensors"]  # no leftovers  # fmt: skip
     model = ov.Core().read_model(str(xml))
     exact = OnnxBackend(onnx)
     assert model.get_rt_info(list(CONFIG_KEY)).astype(str) == exact.config.to_json()
+    config, tensors = load_weights(small_weights)
+    assert model.get_rt_info(list(DIGEST_KEY)).astype(str) == weights_digest(tensors)
     assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()) > 100
     fast = open_backend(onnx, "openvino-int8")
     spec = _music_windows(exact.config, 1)
     y, z = fast(spec), exact(spec)
     assert np.isfinite(y).all() and np.linalg.norm(y - z) < np.linalg.norm(z)
+    # new fp32 weights beside an int8 model made from the old ones: refused, not silently used
+    name = sorted(tensors)[0]
+    save_weights(tmp_path / "small.safetensors", config, {**tensors, name: tensors[name] * 1.01})
+    with pytest.raises(WeightFileError, match="made from other weights than small.safetensors"):
+        open_backend(onnx, "openvino-int8")(spec)
 
 
 def test_openvino_backend_reports_what_is_missing(small_weights, monkeypatch):

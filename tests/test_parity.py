@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightsaft_infer.backends import OnnxBackend, TorchBackend
+from lightsaft_infer.backends import OnnxBackend, TorchBackend, open_backend
 from lightsaft_infer.network import ConditionedUNet
 from lightsaft_infer.reference import separate_reference
 from lightsaft_infer.separator import Separator
@@ -30,11 +30,15 @@ def test_authors_network_matches_spec_out(name, converted, vectors):
             np.testing.assert_allclose(out, vectors[name][f"spec_out_{c}"], rtol=0, atol=TOL)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
 @pytest.mark.parametrize("name", FIXTURES)
 def test_backend_all_sources_match_spec_out(name, backend, converted, vectors):
     path = converted[name]
-    be = TorchBackend.from_file(path) if backend == "torch" else OnnxBackend(path.with_suffix(".onnx"))
+    if backend == "openvino":  # an exact path too: OpenVINO's fp32 kernels on the same export
+        pytest.importorskip("openvino")
+        be = open_backend(path.with_suffix(".onnx"), "openvino")
+    else:
+        be = TorchBackend.from_file(path) if backend == "torch" else OnnxBackend(path.with_suffix(".onnx"))
     out = be(vectors[name]["spec_in"])  # (1, S, 4, T, F)
     assert out.shape == (1, 4) + vectors[name]["spec_in"].shape[1:]
     for c in range(4):

@@ -69,9 +69,17 @@ def test_the_shift_split_uses_no_source_any_other_split_uses(mini_corpus, shift_
     assert shift["soundfont"] not in {m["soundfont"] for m in others}
     assert shift["soundfont"] in {os.path.basename(p) for p in corpus.SHIFT_SOUNDFONTS}
     assert not {os.path.basename(p) for p in corpus.SHIFT_SOUNDFONTS} & {os.path.basename(p) for p in corpus.SOUNDFONTS}
-    assert shift["voice"]["engine"] == "flite" and {m["voice"]["engine"] for m in others} == {"espeak-ng"}
+    assert shift["voice"]["engine"] == "flite" and {m["voice"]["engine"] for m in others} <= {"espeak-ng", "festival"}
     assert shift["voice"]["espeak_voice"] in POOLS["shift"]["voices"]
+    assert not {m["voice"]["espeak_voice"] for m in others} & set(POOLS["shift"]["voices"])
     assert shift["fx"] == "shift" and {m["fx"] for m in others} == {"standard"}
+    # the wide recipe's own sources (Hydrogen kits, numpy synths, the amp simulator) are named per stem
+    wide = [m for m in others if m["recipe"] == "wide"]
+    assert wide and all(set(m["sources"]) == set(STEMS) for m in wide)
+    for m in wide:
+        for stem, labels in m["sources"].items():
+            for label in labels:
+                assert not any(k in label.lower() for k in ("opl", "gmbank", "flite", "shift")), (stem, label)
     mix, rate = sf.read(shift_song / "mixture.wav", dtype="int16")
     total = sum(sf.read(shift_song / f"{s}.wav", dtype="int16")[0].astype(np.int32) for s in STEMS)
     np.testing.assert_array_equal(total, mix.astype(np.int32))  # still the exact sum of its stems
@@ -98,8 +106,15 @@ def test_splits_are_disjoint_in_seeds_and_test_timbres_are_unseen(mini_corpus):
     for stem in ("drums", "bass", "other"):
         assert set(meta["programs"][stem]) <= set(unseen[stem])
     assert meta["voice"]["espeak_voice"] in unseen["voices"]
-    meta = json.loads(next(mini_corpus.glob("train/*/song.json")).read_text())
-    assert meta["voice"]["espeak_voice"] in seen["voices"] and set(meta["programs"]["bass"]) <= set(seen["bass"])
+    for path in mini_corpus.glob("t*/*/song.json"):  # train (wide recipe) never uses the test split's pools
+        meta = json.loads(path.read_text())
+        if meta["split"] != "train":
+            continue
+        assert meta["recipe"] == "wide" and meta["voice"]["espeak_voice"] not in unseen["voices"]
+        assert not meta["voice"]["espeak_voice"].endswith(("+m7", "+f5", "+m5", "+f4", "+Alicia", "+Gene"))
+        assert set(meta["programs"]["bass"]) <= set(seen["bass"])
+        assert not set(meta["programs"]["other"]) & set(unseen["other"] + unseen["choir"])
+        assert meta["soundfont"] in {os.path.basename(p) for p in corpus.SOUNDFONTS}
 
 
 def test_a_few_training_steps_reduce_the_loss(mini_corpus):
@@ -142,3 +157,26 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     stems = sep.separate(x, 44100)
     assert set(stems) == set(STEMS) and all(np.isfinite(v).all() for v in stems.values())
     assert os.path.getsize(run / "best.safetensors") > 1e6
+
+
+def test_resuming_training_reproduces_the_uninterrupted_run(mini_corpus, tmp_path):
+    """Stopped at step 2 and resumed to 4 equals 4 steps in one go: weights, optimiser, data stream."""
+    import torch
+
+    from training.train import train
+
+    kw = dict(frames=16, batch_size=1, valid_every=2, valid_batches=1, progress=False, onnx=False)
+    train(str(mini_corpus), str(tmp_path / "straight"), steps=4, **kw)
+    train(str(mini_corpus), str(tmp_path / "resumed"), steps=2, **kw)
+    train(str(mini_corpus), str(tmp_path / "resumed"), steps=4, **kw)
+    a, b = (torch.load(tmp_path / run / "last.pt", weights_only=True) for run in ("straight", "resumed"))
+    assert a["step"] == b["step"] == 4 and a["rng"] == b["rng"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for slot, state in a["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optimizer"]["state"][slot][name])), (slot, name)
+    # and a different data stream would have given different weights (the test can fail)
+    train(str(mini_corpus), str(tmp_path / "other"), steps=4, seed=1, **kw)
+    c = torch.load(tmp_path / "other" / "last.pt", weights_only=True)
+    assert not all(torch.equal(v, c["model"][k]) for k, v in a["model"].items())

@@ -81,6 +81,24 @@ POOLS["shift"] = {
 }
 
 
+# The wide recipe (train and valid, issue 12): domain randomisation over every stem's sources, drawn from
+# pools that neither the test split (its unseen GM programs and espeak voices) nor the shift split
+# (OPL3 / csound SoundFonts, flite, its effects chain) use.
+WIDE = {
+    # espeak-ng: the seen English voices, and other languages with the seen variants (never the test
+    # split's variants m7, f5, m5, f4, Alicia, Gene).
+    "espeak": POOLS["seen"]["voices"] + [f"{lang}+{v}" for lang in ("de", "fr", "es", "it", "pt", "nl", "sv", "pl", "en-us")
+                                          for v in ("m1", "m2", "m3", "m4", "f1", "f2", "f4", "klatt")],
+    # festival's diphone/HTS/cluster voices installed from Debian (none of flite's speakers: kal, slt, rms, awb).
+    "festival": ["ked_diphone", "upc_ca_ona_hts", "czech_dita", "czech_machac", "czech_ph", "hy_fi_mv_diphone",
+                 "suo_fi_lj_diphone", "lp_diphone", "pc_diphone", "msu_ru_nsh_clunits"],
+    "festival_high": ["upc_ca_ona_hts", "czech_dita", "suo_fi_lj_diphone", "lp_diphone"],
+    # Vocal-like and lead sounds in *other*, so that "bright and pitched" stops meaning vocals.
+    "vocal_like": [52, 53, 85, 80, 81, 64, 65, 71, 73],
+    "guitars": [24, 25, 26, 28, 29],
+}
+
+
 def song_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """Splits draw from different SeedSequence branches: their seeds can never coincide."""
     return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_ID[split], index]))
@@ -109,8 +127,14 @@ def pick_voice(rng: np.random.Generator, pool: dict) -> tuple[VoiceSettings, int
     return voice, centre
 
 
-def make_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[dict, dict]:
-    """Compose, render and mix one song; returns (stems as int16 (samples, 2), metadata)."""
+def make_song(seed: int, split: str, index: int, seconds: tuple, recipe: str = "wide") -> tuple[dict, dict]:
+    """Compose, render and mix one song; returns (stems as int16 (samples, 2), metadata). Train and valid
+    songs follow ``recipe`` ("wide": domain-randomised; "gm": the first model's recipe); test and shift
+    songs always the GM one with their own pools, so their figures stay comparable across models."""
+    if recipe == "wide" and split in ("train", "valid"):
+        from .wide import make_wide_song
+
+        return make_wide_song(seed, split, index, seconds)
     new_song()
     rng = song_rng(seed, split, index)
     pool = split_pool(split)
@@ -161,7 +185,7 @@ def make_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[dict, 
         "sections": [{"kind": k, "start": round(a, 3), "end": round(b, 3), "stems": sorted(s)}
                      for k, a, b, s in score.sections],
         "programs": {s: sorted({t.program for t in score.tracks if t.stem == s}) for s in ("drums", "bass", "other")},
-        "choir": choir, "voice": voice.__dict__, "voice_centre": centre, "fx": fx,
+        "choir": choir, "voice": voice.__dict__, "voice_centre": centre, "fx": fx, "recipe": "gm",
     }
     return stems, meta
 
@@ -170,12 +194,12 @@ def song_name(split: str, index: int) -> str:
     return f"synth-{split}-{index:03d}"
 
 
-def write_song(root: str, seed: int, split: str, index: int, seconds: tuple) -> str:
+def write_song(root: str, seed: int, split: str, index: int, seconds: tuple, recipe: str = "wide") -> str:
     """Render one song into ``root/split/name/``; the mixture is the int32 sum of the int16 stems."""
     folder = os.path.join(root, split, song_name(split, index))
     if os.path.exists(os.path.join(folder, "song.json")):
         return folder  # resumable: finished songs are kept
-    stems, meta = make_song(seed, split, index, seconds)
+    stems, meta = make_song(seed, split, index, seconds, recipe)
     mixture = sum(s.astype(np.int32) for s in stems.values())
     if np.abs(mixture).max() > 32767:
         raise RuntimeError(f"{folder}: mixture clips after quantisation")
@@ -193,9 +217,10 @@ def write_song(root: str, seed: int, split: str, index: int, seconds: tuple) -> 
     return folder
 
 
-def generate(root: str, counts: dict, seconds: tuple, seed: int = 0, workers: int = 1, progress=True) -> list:
+def generate(root: str, counts: dict, seconds: tuple, seed: int = 0, workers: int = 1, progress=True,
+             recipe: str = "wide") -> list:
     """Write every song of ``counts`` ({split: n}) under ``root``; returns the song folders."""
-    jobs = [(root, seed, split, i, seconds) for split in SPLITS for i in range(counts.get(split, 0))]
+    jobs = [(root, seed, split, i, seconds, recipe) for split in SPLITS for i in range(counts.get(split, 0))]
     if workers <= 1:
         results = [write_song(*job) for job in _progress(jobs, progress)]
     else:
@@ -223,10 +248,12 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", default="60,180", help="song length range in seconds, 'lo,hi'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--recipe", choices=("wide", "gm"), default="wide",
+                   help="train/valid sources: wide (domain-randomised, default) or gm (the first model's)")
     args = p.parse_args(argv)
     lo, hi = (float(v) for v in args.seconds.split(","))
     generate(args.root, {"train": args.train, "valid": args.valid, "test": args.test, "shift": args.shift},
-             (lo, hi), args.seed, args.workers)  # fmt: skip
+             (lo, hi), args.seed, args.workers, recipe=args.recipe)  # fmt: skip
     return 0
 
 

@@ -26,6 +26,8 @@ import numpy as np
 FLOAT_LAYERS = (".*first_conv.*", ".*last_conv.*")
 #: Key of the model configuration in the IR's runtime info.
 CONFIG_KEY = ("lightsaft", "config")
+#: Key of the SHA-256 of the fp32 weights (``weights.weights_digest`` of NAME.safetensors) it was made from.
+from lightsaft_infer.backends import INT8_DIGEST_KEY as DIGEST_KEY  # noqa: E402
 
 
 def calibration_windows(mixtures, config, per_song: int = 2, seed: int = 0) -> list:
@@ -47,6 +49,17 @@ def calibration_windows(mixtures, config, per_song: int = 2, seed: int = 0) -> l
     return windows
 
 
+def source_digest(onnx_path) -> str:
+    """The digest of the fp32 weights behind ``NAME.onnx``: those of ``NAME.safetensors`` beside it (the
+    export's source; ``export_onnx`` writes both from one set of tensors)."""
+    from lightsaft_infer.weights import load_weights, weights_digest
+
+    source = os.path.splitext(onnx_path)[0] + ".safetensors"
+    if not os.path.exists(source):
+        raise SystemExit(f"{source}: the fp32 weights of {onnx_path} are needed beside it (their hash goes into the int8 model)")
+    return weights_digest(load_weights(source)[1])
+
+
 def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0) -> dict:
     """Quantise ``onnx_path`` with windows of ``mixtures``; write ``out_xml`` (+ ``.bin``) atomically."""
     import nncf
@@ -66,6 +79,7 @@ def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0) -> 
     )  # fmt: skip
     seconds = time.perf_counter() - t
     quantized.set_rt_info(config.to_json(), list(CONFIG_KEY))
+    quantized.set_rt_info(source_digest(onnx_path), list(DIGEST_KEY))
     tmp = atomic_path(out_xml, ".xml")
     tmp_bin = tmp[: -len(".xml")] + ".bin"
     try:

@@ -170,7 +170,11 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         step, best, elapsed = state["step"], state["best"], state["elapsed"]
         for group in opt.param_groups:  # the command line's rate wins: lowering it on resume is the schedule
             group["lr"] = lr
-        rng = np.random.default_rng([seed, step])
+        if "rng" in state:  # the data stream goes on where it stopped: a resumed run equals an uninterrupted one
+            rng.bit_generator.state = json.loads(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+        else:  # a checkpoint from before the RNG was saved
+            rng = np.random.default_rng([seed, step])
     data = MultitrackSet(root, "train")
     valid = validation_set(root, frames, valid_batches)
     length = cfg.hop_length * (frames - 1)
@@ -210,7 +214,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
                 best = v
                 export(net, cfg, os.path.join(run_dir, "best.safetensors"), onnx=False)
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                        "elapsed": time.time() - start}, ckpt + ".tmp")
+                        "elapsed": time.time() - start, "rng": json.dumps(rng.bit_generator.state),
+                        "torch_rng": torch.get_rng_state()}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
     if bar is not None:
         bar.close()

@@ -34,7 +34,9 @@ SYLLABLES = (
 class VoiceSettings:
     """One singer: a speech engine's voice (``espeak_voice`` names it, whatever the engine), formant warp
     (<1 darker/male-like, >1 brighter/female-like), style. ``engine``: ``espeak-ng`` (train, valid,
-    test) or ``flite`` (the shift split's held-out engine)."""
+    test), ``festival`` (the wide recipe's train and valid songs) or ``flite`` (the shift split's held-out
+    engine). ``spoken``: the fraction of phrases rapped/spoken (the syllable's own pitch contour moved to
+    the note, not a sung pitch); ``sibilance``: boost of the unvoiced frames' high band (0 = none)."""
 
     espeak_voice: str
     formant: float
@@ -44,6 +46,8 @@ class VoiceSettings:
     glide_s: float
     speed: int
     engine: str = "espeak-ng"
+    spoken: float = 0.0
+    sibilance: float = 0.0
 
 
 def _speak(engine: str, voice: str, speed: int, text: str) -> np.ndarray:
@@ -53,15 +57,23 @@ def _speak(engine: str, voice: str, speed: int, text: str) -> np.ndarray:
                              check=True, capture_output=True).stdout  # fmt: skip
         # espeak-ng writes a 44-byte RIFF header then 16-bit mono PCM.
         return np.frombuffer(wav[44:], dtype="<i2").astype(np.float64) / 32768.0
-    if engine == "flite":
+    if engine in ("flite", "festival"):
         import tempfile
 
         import soundfile as sf
 
-        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", tmp.name,
-                            "--setf", f"duration_stretch={175 / speed:.3f}"], check=True, capture_output=True)  # fmt: skip
-            x, rate = sf.read(tmp.name, dtype="float64")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/say.wav"
+            if engine == "flite":
+                command = ["flite", "-voice", voice, "-t", text, "-o", out, "--setf", f"duration_stretch={175 / speed:.3f}"]
+            else:
+                with open(f"{tmp}/say.txt", "w") as f:
+                    f.write(text + "\n")
+                command = ["text2wave", "-eval", f"(voice_{voice})", "-eval",
+                           f"(Parameter.set 'Duration_Stretch {175 / speed:.3f})", f"{tmp}/say.txt", "-o", out]
+            subprocess.run(command, check=True, capture_output=True)
+            x, rate = sf.read(out, dtype="float64", always_2d=True)
+        x = x[:, 0]
         return resample_poly(x, ESPEAK_RATE, rate) if rate != ESPEAK_RATE else x
     raise ValueError(f"unknown speech engine {engine!r}")
 
@@ -118,6 +130,8 @@ def sing(notes, voice: VoiceSettings, duration: float, rng: np.random.Generator,
     ap = np.ones((n_total, bins))
     gain = np.zeros(n_total)
     prev = None
+    speaking = False
+    high_band = np.arange(bins) * ESPEAK_RATE / 2 / (bins - 1) > 4000
     for note in notes:
         a = int(note.start * 1000 / FRAME_MS)
         n = max(4, int(note.duration * 1000 / FRAME_MS))
@@ -126,19 +140,29 @@ def sing(notes, voice: VoiceSettings, duration: float, rng: np.random.Generator,
         n = min(n, n_total - a)
         text = SYLLABLES[note.syllable % len(SYLLABLES)]
         sf0, ssp, sap = _syllable_features(voice.espeak_voice, voice.speed, text, voice.engine)
-        _, v, nsp, nap = _stretch_syllable(sf0, ssp, sap, n)
+        idx, v, nsp, nap = _stretch_syllable(sf0, ssp, sap, n)
         t = np.arange(n) * FRAME_MS / 1000
         target = note.pitch + transpose
+        if voice.spoken > 0 and (prev is None or note.start - prev[1] > 0.1):  # a phrase starts: sung or spoken
+            speaking = rng.random() < voice.spoken
         curve = np.full(n, target)
-        if prev is not None and note.start - prev[1] < 0.08:  # legato: glide from the previous note
-            g = np.minimum(t / max(voice.glide_s, 1e-3), 1.0)
-            curve = prev[0] + (target - prev[0]) * (0.5 - 0.5 * np.cos(np.pi * g))
-        depth = voice.vibrato_semitones * np.clip((t - 0.15) / 0.3, 0, 1)
-        curve = curve + depth * np.sin(2 * np.pi * voice.vibrato_hz * t + rng.uniform(0, 2 * np.pi))
-        curve = curve + 0.03 * np.cumsum(rng.normal(0, 1, n)) / np.sqrt(np.arange(1, n + 1))
+        if speaking:  # rapped/spoken: the syllable's own intonation, centred on the note, no vibrato
+            contour = sf0[np.minimum(idx, len(sf0) - 1)]
+            voiced = contour[contour > 0]
+            if voiced.size:
+                curve = target + 12 * np.log2(np.where(contour > 0, contour, np.median(voiced)) / np.median(voiced))
+        else:
+            if prev is not None and note.start - prev[1] < 0.08:  # legato: glide from the previous note
+                g = np.minimum(t / max(voice.glide_s, 1e-3), 1.0)
+                curve = prev[0] + (target - prev[0]) * (0.5 - 0.5 * np.cos(np.pi * g))
+            depth = voice.vibrato_semitones * np.clip((t - 0.15) / 0.3, 0, 1)
+            curve = curve + depth * np.sin(2 * np.pi * voice.vibrato_hz * t + rng.uniform(0, 2 * np.pi))
+            curve = curve + 0.03 * np.cumsum(rng.normal(0, 1, n)) / np.sqrt(np.arange(1, n + 1))
         hz = 440.0 * 2 ** ((curve - 69) / 12)
         f0[a:a + n] = np.where(v, hz, 0.0)
         sp[a:a + n] = _warp_envelope(nsp, voice.formant)
+        if voice.sibilance > 0:  # louder consonants ("s", "sh"): unvoiced frames' band above 4 kHz
+            sp[a:a + n][np.ix_(~v, high_band)] *= 10 ** (voice.sibilance * 1.2)
         breath = np.clip(nap + voice.breath * np.linspace(0.2, 1, bins)[None, :], 0, 1)
         ap[a:a + n] = np.where(v[:, None], breath, nap)
         env = np.ones(n)
