@@ -291,9 +291,13 @@ class _FrozenTFC(nn.Module):
             outs.append(torch.relu(acc))
         return outs[-1]
 
+    #: Always take the per-part form (what ONNX gets), e.g. to train through it: the eager form writes
+    #: into a buffer in place, which autograd cannot differentiate.
+    split = False
+
     def forward(self, *xs):
         """``xs`` as in :meth:`split_forward`."""
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if self.split or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self.split_forward(*xs)
         n, C = len(self.H), self.C
         start = (n - 1) * C

@@ -82,6 +82,22 @@ def test_quantize_tool_writes_a_self_describing_int8_model(tmp_path, small_weigh
     spec = _music_windows(exact.config, 1)
     y, z = fast(spec), exact(spec)
     assert np.isfinite(y).all() and np.linalg.norm(y - z) < np.linalg.norm(z)
+    # per-layer sensitivity: one group quantised alone is closer to exact than every group quantised, and
+    # bypassing every FakeQuantize gives the exact network back
+    from training.sensitivity import distortion_db, fake_quantize_groups, measure, without
+
+    groups = fake_quantize_groups(model)
+    assert sum(len(v) for v in groups.values()) == sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+    assert {"tfcs.0", "residual"} <= set(groups)
+    report = measure(onnx, xml, [REPO / "data" / "test" / "synth-test-000" / "mixture.wav"], n_windows=1, progress=lambda _: None,
+                     only={"downsamplings.0"})  # fmt: skip
+    layer = report["layers"]["downsamplings.0"]
+    assert 0 < report["int8_db"] < layer["only_db"] and np.isfinite(layer["all_but_db"])
+    core = ov.Core()
+    plain = without(model, {n for v in groups.values() for n in v})
+    plain.reshape([1, 4, exact.config.num_frame, exact.config.n_bins])
+    request = core.compile_model(plain, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    assert distortion_db(request.infer({0: spec})[0], z) > 60
     # new fp32 weights beside an int8 model made from the old ones: refused, not silently used
     name = sorted(tensors)[0]
     save_weights(tmp_path / "small.safetensors", config, {**tensors, name: tensors[name] * 1.01})

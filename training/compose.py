@@ -115,9 +115,9 @@ class Composer:
         # Every stem must sound somewhere in the song.
         for stem in ("vocals", "drums", "bass", "other"):
             if not any(stem in s[3] for s in sections):
-                for s in sections:
-                    if s[0] in ("verse", "chorus"):
-                        s[3].add(stem)
+                # in the verses and choruses; a song too short to have one gets it everywhere
+                for s in [s for s in sections if s[0] in ("verse", "chorus")] or sections:
+                    s[3].add(stem)
         tracks = []
         chords = []  # (start, end, root pitch class offset from key, triad pitch classes)
         for kind, start, end, active, bars in sections:

@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import time
 
 import numpy as np
 
 #: Layers kept in floating point (regular expressions over OpenVINO's node names from the ONNX export).
 FLOAT_LAYERS = (".*first_conv.*", ".*last_conv.*")
+#: Layer groups also kept in float by default (chosen by ``training.sensitivity``; see docs/benchmark.md).
+DEFAULT_KEEP_FLOAT: list = []
 #: Key of the model configuration in the IR's runtime info.
 CONFIG_KEY = ("lightsaft", "config")
 #: Key of the SHA-256 of the fp32 weights (``weights.weights_digest`` of NAME.safetensors) it was made from.
@@ -60,8 +63,17 @@ def source_digest(onnx_path) -> str:
     return weights_digest(load_weights(source)[1])
 
 
-def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0) -> dict:
-    """Quantise ``onnx_path`` with windows of ``mixtures``; write ``out_xml`` (+ ``.bin``) atomically."""
+def layer_patterns(groups) -> list:
+    """NNCF ignored-scope patterns for layer groups as ``training.sensitivity`` names them (``tfcs.0``:
+    block 0's TFC in every source branch)."""
+    return [rf".*/{re.escape(g)}(_\d+)?/.*" for g in groups]
+
+
+def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0, digest: str | None = None,
+             extra: dict | None = None, keep_float=()) -> dict:
+    """Quantise ``onnx_path`` with windows of ``mixtures``; write ``out_xml`` (+ ``.bin``) atomically.
+    ``digest``: of the fp32 weights the IR stands for (default: ``NAME.safetensors`` beside the export; a
+    QAT student passes its teacher's); ``extra``: more ``lightsaft`` runtime-info entries."""
     import nncf
     import openvino as ov
 
@@ -69,17 +81,23 @@ def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0) -> 
     from lightsaft_infer.files import atomic_path, publish
 
     config = read_onnx_config(onnx_path)
+    digest = digest or source_digest(onnx_path)  # before the minutes of calibration: a missing source fails at once
+    os.makedirs(os.path.dirname(os.path.abspath(out_xml)), exist_ok=True)
     windows = calibration_windows(mixtures, config, per_song, seed)
     model = ov.Core().read_model(os.fspath(onnx_path))
     model.reshape([1, 4, config.num_frame, config.n_bins])
     t = time.perf_counter()
     quantized = nncf.quantize(
         model, nncf.Dataset(windows), subset_size=len(windows), preset=nncf.QuantizationPreset.MIXED,
-        fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_LAYERS)),
+        fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_LAYERS) + layer_patterns(keep_float)),
     )  # fmt: skip
     seconds = time.perf_counter() - t
     quantized.set_rt_info(config.to_json(), list(CONFIG_KEY))
-    quantized.set_rt_info(source_digest(onnx_path), list(DIGEST_KEY))
+    quantized.set_rt_info(digest, list(DIGEST_KEY))
+    if keep_float:
+        quantized.set_rt_info(",".join(keep_float), [CONFIG_KEY[0], "float_layers"])
+    for key, value in (extra or {}).items():
+        quantized.set_rt_info(value, [CONFIG_KEY[0], key])
     tmp = atomic_path(out_xml, ".xml")
     tmp_bin = tmp[: -len(".xml")] + ".bin"
     try:
@@ -101,12 +119,14 @@ def main(argv=None) -> int:
     p.add_argument("--songs", type=int, default=16)
     p.add_argument("--per-song", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-float", nargs="*", default=DEFAULT_KEEP_FLOAT,
+                   help="layer groups left in floating point (names as training.sensitivity reports them)")
     args = p.parse_args(argv)
     mixtures = sorted(glob.glob(os.path.join(args.root, "*", "mixture.wav")))[: args.songs]
     if not mixtures:
         p.error(f"{args.root}: no <song>/mixture.wav")
     out = args.output or os.path.splitext(args.weights)[0] + ".int8.xml"
-    report = quantize(args.weights, mixtures, out, args.per_song, args.seed)
+    report = quantize(args.weights, mixtures, out, args.per_song, args.seed, keep_float=args.keep_float)
     print(f"{report['output']}: int8, calibrated on {report['windows']} windows of {report['songs']} songs "
           f"in {report['seconds']:.0f} s")
     return 0

@@ -132,6 +132,12 @@ def validation_set(root: str, frames: int, n: int, seed: int = 1234):
     return [batch(data, rng, 4, length, coherent=1.0, device="cpu", augment=False) for _ in range(n)]
 
 
+def validation_sets(roots, frames: int, n: int) -> dict:
+    """``{root: batches}``: ``n`` fixed batches from each root's ``valid/`` (e.g. the wide recipe's and the GM
+    recipe's, so that the best checkpoint is chosen on shift-like and in-distribution material alike)."""
+    return {r: validation_set(r, frames, n) for r in roots}
+
+
 def evaluate_loss(net, batches, device) -> float:
     net.eval()
     with torch.no_grad():
@@ -143,7 +149,7 @@ def evaluate_loss(net, batches, device) -> float:
 def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps: int = 20000, minutes: float = 1e9,
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
-          init: str | None = None, condition_p=None) -> dict:
+          init: str | None = None, condition_p=None, extra_valid=()) -> dict:
     """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring."""
     cfg = MDX_CONFIG
     if frames % cfg.frame_multiple:
@@ -176,7 +182,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         else:  # a checkpoint from before the RNG was saved
             rng = np.random.default_rng([seed, step])
     data = MultitrackSet(root, "train")
-    valid = validation_set(root, frames, valid_batches)
+    valid = validation_sets([root, *extra_valid], frames, valid_batches)
     length = cfg.hop_length * (frames - 1)
     log = open(os.path.join(run_dir, "log.jsonl"), "a")
     bar = None
@@ -203,9 +209,11 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4g}")
         if step % valid_every == 0 or step == steps:
-            v = evaluate_loss(net, valid, device)
+            per_root = {r: evaluate_loss(net, b, device) for r, b in valid.items()}
+            v = float(np.mean(list(per_root.values())))  # each root weighs the same, whatever its loudness
             data.refresh()
             record = {"step": step, "train_loss": running, "valid_loss": v, "seconds": round(time.time() - start, 1),
+                      "valid_losses": per_root if len(per_root) > 1 else None,
                       "train_songs": len(data.songs), "lr": lr,
                       "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p]}
             log.write(json.dumps(record) + "\n")
@@ -244,6 +252,8 @@ def main(argv=None) -> int:
     p.add_argument("--condition-p", default=None,
                    help="probability of each target source, 'vocals,drums,bass,other' (default uniform, as the authors)")
     p.add_argument("--init", default=None, help="start from these weights (.safetensors), e.g. weights/default.safetensors")
+    p.add_argument("--extra-valid", nargs="*", default=[],
+                   help="more MUSDB-layout roots whose valid/ joins the validation (mean over roots)")
     a = p.parse_args(argv)
     condition_p = None
     if a.condition_p:
@@ -253,7 +263,7 @@ def main(argv=None) -> int:
         condition_p = condition_p / condition_p.sum()
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
                     threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init,
-                    condition_p=condition_p)
+                    condition_p=condition_p, extra_valid=a.extra_valid)
     print(json.dumps(summary))
     return 0
 
