@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -122,8 +123,6 @@ def _export(args) -> int:
 
 
 def _info(args) -> int:
-    import json
-
     if args.weights.endswith(".onnx"):
         from .export import onnx_config, onnx_session
 
@@ -175,6 +174,15 @@ def _evaluate(args) -> int:
     report["model"] = sep.describe()
     print(f"{report['songs']} songs of {args.root}/{args.split}; {sep.describe()}")
     print(format_table(report, sep.sources))
+    if args.against:
+        from .evaluate import compare
+
+        with open(args.against) as f:
+            baseline = json.load(f)
+        deltas = compare(report, baseline, sep.sources)
+        print(f"MDX SDR change against {args.against} ({baseline.get('model', '?')}): " + ", ".join(
+            f"{k} {d:+.3f} dB (songs up to {m:.3f})" for k, (d, m) in deltas.items()))  # fmt: skip
+        report["against"] = {"report": args.against, "mdx_sdr_change": {k: d for k, (d, _) in deltas.items()}}
     if args.json:
         write_json(report, args.json)
     return 0
@@ -296,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bss", action="store_true", help="skip BSS-Eval v4 (museval; slow)")
     p.add_argument("--bss-songs", type=int, default=None, help="BSS-Eval on the first N songs only")
     p.add_argument("--json", default=None, help="write per-song scores and the summary as JSON here")
+    p.add_argument("--against", default=None,
+                   help="an earlier --json report of the same songs (e.g. the exact path's): print the change per stem")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
     return parser

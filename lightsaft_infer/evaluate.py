@@ -144,6 +144,22 @@ def format_table(report: dict, sources) -> str:
     return "\n".join(lines)
 
 
+def compare(report: dict, baseline: dict, sources) -> dict:
+    """Per-source change of the model's mean MDX SDR against ``baseline`` (an earlier report of the same
+    songs, e.g. the exact path's), with the largest per-song change: ``{source: (mean Δ, max |Δ|)}``."""
+    theirs = {s["song"]: s for s in baseline["per_song"]}
+    mine = [s for s in report["per_song"] if s["song"] in theirs]
+    if len(mine) != len(report["per_song"]) or not mine:
+        raise ValueError("the baseline report does not hold the same songs")
+    out = {}
+    for source in list(sources) + ["mean"]:
+        def score(song, k):
+            return float(np.mean([song["model"][x]["mdx"] for x in sources])) if k == "mean" else song["model"][k]["mdx"]
+        deltas = [score(s, source) - score(theirs[s["song"]], source) for s in mine]
+        out[source] = (float(np.mean(deltas)), float(np.max(np.abs(deltas))))
+    return out
+
+
 def write_json(report: dict, path) -> None:
     with open(path, "w") as f:
         json.dump(report, f, indent=1)

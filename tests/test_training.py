@@ -216,7 +216,7 @@ def test_qat_student_moves_towards_its_fp32_teacher_and_resumes(mini_corpus, sma
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-5)
     losses = []
     for _ in range(6):
-        loss = distillation_loss(student(mix, cond), reference, target, 0.0)
+        loss = distillation_loss(student(mix, cond), reference, target, 0.0, mix)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -116,10 +116,13 @@ def plain_state(net: nn.Module) -> dict:
             if not k.endswith(("num_batches_tracked", ".act.low", ".act.high", ".act.seen"))}  # fmt: skip
 
 
-def distillation_loss(student_out, teacher_out, target, ref_weight: float):
-    """Relative squared distance to the teacher, plus ``ref_weight`` × the training loss against the target."""
-    d = torch.sum((student_out - teacher_out) ** 2) / torch.sum(teacher_out**2).clamp_min(1e-8)
-    return d + ref_weight * torch.mean((student_out - target) ** 2)
+def distillation_loss(student_out, teacher_out, target, ref_weight: float, mix=None):
+    """Squared distance to the teacher relative to the mixture's energy (``mix``; the teacher's output if
+    None), plus ``ref_weight`` × the training loss against the target. Relative to the mixture, not to the
+    teacher's output: quantisation noise follows the input's level, and a source that is silent in the
+    excerpt would otherwise make one batch's loss explode."""
+    energy = torch.sum((teacher_out if mix is None else mix) ** 2).clamp_min(1e-8)
+    return torch.sum((student_out - teacher_out) ** 2) / energy + ref_weight * torch.mean((student_out - target) ** 2)
 
 
 def qat(root: str, run_dir: str, weights: str, steps: int = 400, minutes: float = 1e9, frames: int = 64,
@@ -163,7 +166,7 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 400, minutes: float 
         mix, target, cond = batch(data, rng, batch_size, length, 0.5, "cpu")
         with torch.no_grad():
             teacher_out = teacher(mix, cond)
-        loss = distillation_loss(student(mix, cond), teacher_out, target, ref_weight)
+        loss = distillation_loss(student(mix, cond), teacher_out, target, ref_weight, mix)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -173,7 +176,7 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 400, minutes: float 
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4g}")
         if step % log_every == 0 or step == steps:
-            # distance to the teacher in dB (higher = closer to the exact path), of the last batch
+            # distance to the teacher relative to the mixture, in dB (higher = closer to the exact path)
             log.write(json.dumps({"step": step, "loss": running, "teacher_db": -10 * math.log10(max(running, 1e-12)),
                                   "seconds": round(time.time() - start, 1)}) + "\n")  # fmt: skip
             log.flush()
