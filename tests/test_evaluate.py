@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from lightsaft_infer.cli import main
@@ -78,3 +79,19 @@ def test_evaluate_command(tmp_path, small_weights, capsys):
     assert report["summary"]["model"]["mean"]["bss"] is not None
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 1
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_compare_reports_the_change_per_stem_and_refuses_other_songs():
+    from lightsaft_infer.evaluate import compare
+
+    def report(scores):
+        return {"per_song": [{"song": name, "model": {s: {"mdx": v} for s, v in zip(("vocals", "drums"), vals)}}
+                             for name, vals in scores.items()]}  # fmt: skip
+
+    base = report({"a": (4.0, 2.0), "b": (6.0, 1.0)})
+    new = report({"a": (3.9, 2.0), "b": (5.7, 1.2)})
+    out = compare(new, base, ("vocals", "drums"))
+    assert out["vocals"] == pytest.approx((-0.2, 0.3)) and out["drums"] == pytest.approx((0.1, 0.2))
+    assert out["mean"] == pytest.approx((-0.05, 0.05))
+    with pytest.raises(ValueError, match="same songs"):
+        compare(report({"c": (1.0, 1.0)}), base, ("vocals", "drums"))
