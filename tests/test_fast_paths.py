@@ -55,6 +55,7 @@ def test_openvino_paths_are_close_to_exact_on_music(backend, low, high):
 
 
 @needs_openvino
+@pytest.mark.slow  # ~75 s: NNCF calibration, then the sensitivity variants compiled
 def test_quantize_tool_writes_a_self_describing_int8_model(tmp_path, small_weights):
     pytest.importorskip("nncf")
     import shutil
@@ -83,7 +84,7 @@ def test_quantize_tool_writes_a_self_describing_int8_model(tmp_path, small_weigh
     y, z = fast(spec), exact(spec)
     assert np.isfinite(y).all() and np.linalg.norm(y - z) < np.linalg.norm(z)
     # per-layer sensitivity: one group quantised alone is closer to exact than every group quantised, and
-    # bypassing every FakeQuantize gives the exact network back
+    # bypassing every FakeQuantize (the activations' quantisers) leaves only the int8 weights' error
     from training.sensitivity import distortion_db, fake_quantize_groups, measure, without
 
     groups = fake_quantize_groups(model)
@@ -97,7 +98,7 @@ def test_quantize_tool_writes_a_self_describing_int8_model(tmp_path, small_weigh
     plain = without(model, {n for v in groups.values() for n in v})
     plain.reshape([1, 4, exact.config.num_frame, exact.config.n_bins])
     request = core.compile_model(plain, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-    assert distortion_db(request.infer({0: spec})[0], z) > 60
+    assert distortion_db(request.infer({0: spec})[0], z) > distortion_db(y, z) + 10
     # new fp32 weights beside an int8 model made from the old ones: refused, not silently used
     name = sorted(tensors)[0]
     save_weights(tmp_path / "small.safetensors", config, {**tensors, name: tensors[name] * 1.01})

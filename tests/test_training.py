@@ -161,6 +161,7 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     assert os.path.getsize(run / "best.safetensors") > 1e6
 
 
+@pytest.mark.slow  # ~40 s: three short runs
 def test_resuming_training_reproduces_the_uninterrupted_run(mini_corpus, tmp_path):
     """Stopped at step 2 and resumed to 4 equals 4 steps in one go: weights, optimiser, data stream."""
     import torch
