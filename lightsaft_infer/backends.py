@@ -178,12 +178,14 @@ class OpenVinoBackend(_PerWindowSize):
     name = "openvino-bf16"
     #: Without bfloat16 this path would be ONNX Runtime's fp32 computation, only slower to set up.
     NEEDS_BF16 = True
+    #: Compute in bfloat16 where the CPU can (the fp32 path never does).
+    USES_BF16 = True
 
     def __init__(self, path, threads: int | None = None):
         import openvino as ov
 
         self._core = ov.Core()
-        self._bf16 = _computes_bf16(self._core) and self.name != "openvino"
+        self._bf16 = self.USES_BF16 and _computes_bf16(self._core)
         if not self._bf16 and self.NEEDS_BF16:
             raise LightsaftError(None, f"the {self.name} backend needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use --backend onnx")
         self._model = None
@@ -223,6 +225,7 @@ class OpenVinoFp32Backend(OpenVinoBackend):
 
     name = "openvino"
     NEEDS_BF16 = False
+    USES_BF16 = False
 
 
 def _ports(ports) -> list:

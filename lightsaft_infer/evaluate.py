@@ -151,10 +151,11 @@ def compare(report: dict, baseline: dict, sources) -> dict:
     mine = [s for s in report["per_song"] if s["song"] in theirs]
     if len(mine) != len(report["per_song"]) or not mine:
         raise ValueError("the baseline report does not hold the same songs")
+    def score(song, k):
+        return float(np.mean([song["model"][x]["mdx"] for x in sources])) if k == "mean" else song["model"][k]["mdx"]
+
     out = {}
     for source in list(sources) + ["mean"]:
-        def score(song, k):
-            return float(np.mean([song["model"][x]["mdx"] for x in sources])) if k == "mean" else song["model"][k]["mdx"]
         deltas = [score(s, source) - score(theirs[s["song"]], source) for s in mine]
         out[source] = (float(np.mean(deltas)), float(np.max(np.abs(deltas))))
     return out

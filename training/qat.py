@@ -129,7 +129,7 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 400, minutes: float 
         batch_size: int = 2, lr: float = 1e-5, ref_weight: float = 0.003, seed: int = 0, threads=None,
         log_every: int = 20, progress: bool = True, export: bool = True) -> dict:
     """Fine-tune (or resume) in ``run_dir``; returns a summary. See the module docstring."""
-    from training.train import MultitrackSet, batch
+    from training.train import MultitrackSet, batch, optimiser_step
 
     if threads:
         torch.set_num_threads(threads)
@@ -166,15 +166,9 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 400, minutes: float 
         mix, target, cond = batch(data, rng, batch_size, length, 0.5, "cpu")
         with torch.no_grad():
             teacher_out = teacher(mix, cond)
-        loss = distillation_loss(student(mix, cond), teacher_out, target, ref_weight, mix)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        running = optimiser_step(opt, distillation_loss(student(mix, cond), teacher_out, target, ref_weight, mix),
+                                 running, bar, 0.95)  # fmt: skip
         step += 1
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4g}")
         if step % log_every == 0 or step == steps:
             # distance to the teacher relative to the mixture, in dB (higher = closer to the exact path)
             log.write(json.dumps({"step": step, "loss": running, "teacher_db": -10 * math.log10(max(running, 1e-12)),

@@ -23,14 +23,15 @@ import time
 
 import numpy as np
 
+#: Key of the SHA-256 of the fp32 weights (``weights.weights_digest`` of NAME.safetensors) it was made from.
+from lightsaft_infer.backends import INT8_DIGEST_KEY as DIGEST_KEY
+
 #: Layers kept in floating point (regular expressions over OpenVINO's node names from the ONNX export).
 FLOAT_LAYERS = (".*first_conv.*", ".*last_conv.*")
 #: Layer groups also kept in float by default (chosen by ``training.sensitivity``; see docs/benchmark.md).
 DEFAULT_KEEP_FLOAT: list = []
 #: Key of the model configuration in the IR's runtime info.
 CONFIG_KEY = ("lightsaft", "config")
-#: Key of the SHA-256 of the fp32 weights (``weights.weights_digest`` of NAME.safetensors) it was made from.
-from lightsaft_infer.backends import INT8_DIGEST_KEY as DIGEST_KEY  # noqa: E402
 
 
 def calibration_windows(mixtures, config, per_song: int = 2, seed: int = 0) -> list:

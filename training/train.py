@@ -146,6 +146,19 @@ def evaluate_loss(net, batches, device) -> float:
     return float(np.mean(losses))
 
 
+def optimiser_step(opt, loss, running, bar, decay: float):
+    """Backpropagate ``loss``, step ``opt``; returns the loss's running average (``decay`` per step), shown on
+    ``bar`` (a tqdm bar or None)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    running = loss.item() if running is None else decay * running + (1 - decay) * loss.item()
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4g}")
+    return running
+
+
 def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps: int = 20000, minutes: float = 1e9,
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
@@ -199,15 +212,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         mix, target, cond = batch(data, rng, batch_size, length, coherent, device, condition_p=condition_p)
         with autocast:
             est = net(mix, cond)
-        loss = torch.mean((est.float() - target) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        running = optimiser_step(opt, torch.mean((est.float() - target) ** 2), running, bar, 0.98)
         step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4g}")
         if step % valid_every == 0 or step == steps:
             per_root = {r: evaluate_loss(net, b, device) for r, b in valid.items()}
             v = float(np.mean(list(per_root.values())))  # each root weighs the same, whatever its loudness
