@@ -150,6 +150,7 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     assert first["step"] == 2
     log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 2 and np.isfinite(log[-1]["valid_loss"])
+    assert log[-1]["train_recipes"] == {"wide": 2}  # the model card's phases name what was trained on
     second = train(str(mini_corpus), str(run), frames=16, batch_size=2, steps=4, valid_every=2, valid_batches=1,
                    progress=False)  # fmt: skip
     assert second["step"] == 4  # resumed from step 2, not restarted
@@ -159,6 +160,16 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     stems = sep.separate(x, 44100)
     assert set(stems) == set(STEMS) and all(np.isfinite(v).all() for v in stems.values())
     assert os.path.getsize(run / "best.safetensors") > 1e6
+
+    # a fine-tune's card counts its steps on from the log of the weights it started from
+    from training.model_card import phases, read_log
+
+    history = tmp_path / "history.jsonl"
+    history.write_text(json.dumps({"step": 100, "seconds": 50.0, "train_loss": 1, "valid_loss": 2, "train_songs": 3}) + "\n")
+    combined = read_log(str(run), str(history))
+    assert [r["step"] for r in combined] == [100, 102, 104]
+    assert phases(combined).splitlines() == ["  - steps 0–100: lr 0.001, targets uniform (the authors'), 3 train songs",
+                                             "  - steps 100–104: lr 0.001, targets uniform (the authors'), 2 wide train songs"]
 
 
 @pytest.mark.slow  # ~40 s: three short runs

@@ -53,10 +53,13 @@ def loss_curve(log: list, path: str) -> None:
 
 
 def phases(log: list) -> str:
-    """Markdown bullets: the step ranges trained with one learning rate / condition sampling / corpus size."""
+    """Markdown bullets: the step ranges trained with one learning rate / condition sampling / training set."""
     rows, prev_step = [], 0
     for r in log:
-        key = (r.get("lr", 1e-3), tuple(r["condition_p"]) if r.get("condition_p") else None, r["train_songs"])
+        songs = r["train_songs"]
+        if r.get("train_recipes"):
+            songs = " + ".join(f"{n} {recipe}" for recipe, n in r["train_recipes"].items())
+        key = (r.get("lr", 1e-3), tuple(r["condition_p"]) if r.get("condition_p") else None, songs)
         if rows and rows[-1][0] == key:
             rows[-1][2] = r["step"]
         else:
@@ -69,6 +72,34 @@ def phases(log: list) -> str:
     return "\n".join(out)
 
 
+def wide_paragraph(log: list) -> str:
+    """The wide recipe's description, if any phase of ``log`` trained on it (``train_recipes``)."""
+    if not any("wide" in (r.get("train_recipes") or {}) for r in log):
+        return ""
+    return """
+Later phases add the **wide recipe** (`training/wide.py`, the default of `python -m training.corpus`
+for train/valid): domain-randomised sources, so that a stem is defined by its role in the song
+rather than by a timbre. Vocals from espeak-ng in ten languages and ten festival voices (diphone, HTS,
+cluster units) with random formant shift, breathiness, vibrato, portamento, sibilance, doubles and
+harmonies, spoken/rapped phrases and delay throws; drums from 14 recorded Hydrogen kits beside the GM
+kits, with ghost notes, cymbal washes, room mics and bus compression; synthesised basses (FM,
+subtractive, sub) and keys (supersaw, Karplus-Strong, organ, FM, PWM), guitars through an amp and
+cabinet simulation, and choir pads and voice leads in *other*; random stereo width and a
+codec-like band limit on the mix. The valid split used to pick the checkpoint then holds 14 wide and
+14 GM-recipe songs, weighted equally. The test split stays GM-recipe, so its figures compare
+across models.
+"""
+
+
+def read_log(run: str, history: str | None = None) -> list:
+    """The run's ``log.jsonl``, after ``history`` (the log of the weights it was initialised from, e.g.
+    ``weights/training_log.jsonl``) with the run's steps and seconds counted on from the history's end."""
+    before = [json.loads(line) for line in open(history)] if history else []
+    step0, seconds0 = (before[-1]["step"], before[-1]["seconds"]) if before else (0, 0.0)
+    run_log = [json.loads(line) for line in open(os.path.join(run, "log.jsonl"))]
+    return before + [{**r, "step": r["step"] + step0, "seconds": r["seconds"] + seconds0, "run": True} for r in run_log]
+
+
 def eval_table(report: dict) -> str:
     from lightsaft_infer.evaluate import format_table
 
@@ -76,12 +107,12 @@ def eval_table(report: dict) -> str:
 
 
 def render(run: str, corpus: str, eval_path: str, out_dir: str, hardware: str, frames: int, batch: int,
-           extra: str = "") -> str:
-    log = [json.loads(line) for line in open(os.path.join(run, "log.jsonl"))]
+           extra: str = "", history: str | None = None) -> str:
+    log = read_log(run, history)
     report = json.load(open(eval_path))
     facts = corpus_facts(corpus)
     loss_curve(log, os.path.join(out_dir, "loss_curve.png"))
-    best = min(log, key=lambda r: r["valid_loss"])
+    best = min((r for r in log if r.get("run")), key=lambda r: r["valid_loss"])  # the history's valid sets may differ
     summary = report["summary"]
     gain = {s: summary["model"][s]["mdx"] - summary["mix/4"][s]["mdx"] for s in STEMS}
     bss_songs = sum(1 for r in report["per_song"] if r["model"]["vocals"].get("bss") is not None)
@@ -114,7 +145,7 @@ melody with the WORLD vocoder (vibrato, glides, formant shift, breathiness, chor
 sometimes a GM choir layer; per-stem EQ/compression/reverb (pedalboard) and one master limiter gain
 applied to all stems. The test split uses instrument programs, drum kits and voices that train
 and valid never use.
-
+{wide_paragraph(log)}
 | split | songs | minutes | song length |
 |---|---|---|---|
 {split_lines}
@@ -225,6 +256,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--extra", default="", help="a paragraph added to the training section")
+    p.add_argument("--history", default=None,
+                   help="training log of the weights the run started from (--init), e.g. weights/training_log.jsonl")
     a = p.parse_args(argv)
     if a.transfer:
         test, shift = (json.load(open(path)) for path in a.transfer)
@@ -236,7 +269,7 @@ def main(argv=None) -> int:
         return 0
     if not (a.run and a.corpus and a.eval):
         p.error("--run, --corpus and --eval are needed to write the whole card")
-    text = render(a.run, a.corpus, a.eval, a.out, a.hardware, a.frames, a.batch, a.extra)
+    text = render(a.run, a.corpus, a.eval, a.out, a.hardware, a.frames, a.batch, a.extra, a.history)
     with open(os.path.join(a.out, "MODEL_CARD.md"), "w") as f:
         f.write(text)
     return 0

@@ -59,6 +59,19 @@ class MultitrackSet:
         self.songs += new
         self.frames = np.concatenate([self.frames, [sf.info(os.path.join(d, "mixture.wav")).frames for d in new]]).astype(int)
 
+    def recipes(self) -> dict:
+        """``{recipe: songs}`` from the songs' ``song.json`` (``training.corpus`` records its recipe; other
+        folders, e.g. MUSDB18-HQ, count as "other")."""
+        counts: dict = {}
+        for d in self.songs:
+            try:
+                with open(os.path.join(d, "song.json")) as f:
+                    recipe = json.load(f).get("recipe", "gm")  # songs from before the wide recipe: GM
+            except (OSError, ValueError):
+                recipe = "other"
+            counts[recipe] = counts.get(recipe, 0) + 1
+        return dict(sorted(counts.items()))
+
     def read(self, song: int, source: str, start: int, length: int) -> np.ndarray:
         """``(length, 2)`` float32 of one stem, zero-padded past the end; mono is duplicated."""
         x, _ = sf.read(os.path.join(self.songs[song], f"{source}.wav"), start=start, frames=length,
@@ -220,7 +233,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
             data.refresh()
             record = {"step": step, "train_loss": running, "valid_loss": v, "seconds": round(time.time() - start, 1),
                       "valid_losses": per_root if len(per_root) > 1 else None,
-                      "train_songs": len(data.songs), "lr": lr,
+                      "train_songs": len(data.songs), "train_recipes": data.recipes(), "lr": lr,
                       "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p]}
             log.write(json.dumps(record) + "\n")
             log.flush()
