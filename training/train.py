@@ -41,12 +41,22 @@ MDX_CONFIG = ModelConfig(
 )
 
 
+def song_recipe(song_dir: str) -> str:
+    """The corpus recipe recorded in ``song_dir/song.json`` by ``training.corpus`` ("gm" for songs from before
+    the wide recipe); "other" for folders without one, e.g. MUSDB18-HQ."""
+    try:
+        with open(os.path.join(song_dir, "song.json")) as f:
+            return json.load(f).get("recipe", "gm")
+    except (OSError, ValueError):
+        return "other"
+
+
 class MultitrackSet:
     """Random stereo excerpts of the four stems of a MUSDB-layout split, read from disk on demand."""
 
     def __init__(self, root: str, split: str):
         self.folder = os.path.join(root, split)
-        self.songs, self.frames = [], np.zeros(0, int)
+        self.songs, self.frames, self.song_recipes = [], np.zeros(0, int), []
         self.refresh()
         if not self.songs:
             raise SystemExit(f"{self.folder}: no songs with {', '.join(SOURCES)} stems")
@@ -57,18 +67,13 @@ class MultitrackSet:
                        if all(os.path.exists(os.path.join(d, f"{s}.wav")) for s in SOURCES))
         new = [d for d in found if d not in set(self.songs)]
         self.songs += new
+        self.song_recipes += [song_recipe(d) for d in new]  # read once per song, not at every validation
         self.frames = np.concatenate([self.frames, [sf.info(os.path.join(d, "mixture.wav")).frames for d in new]]).astype(int)
 
     def recipes(self) -> dict:
-        """``{recipe: songs}`` from the songs' ``song.json`` (``training.corpus`` records its recipe; other
-        folders, e.g. MUSDB18-HQ, count as "other")."""
+        """``{recipe: songs}`` of the songs found so far (see :func:`song_recipe`)."""
         counts: dict = {}
-        for d in self.songs:
-            try:
-                with open(os.path.join(d, "song.json")) as f:
-                    recipe = json.load(f).get("recipe", "gm")  # songs from before the wide recipe: GM
-            except (OSError, ValueError):
-                recipe = "other"
+        for recipe in self.song_recipes:
             counts[recipe] = counts.get(recipe, 0) + 1
         return dict(sorted(counts.items()))
 
