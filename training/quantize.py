@@ -70,6 +70,31 @@ def layer_patterns(groups) -> list:
     return [rf".*/{re.escape(g)}(_\d+)?/.*" for g in groups]
 
 
+def save_ir(model, out_xml, config, digest: str, extra: dict | None = None) -> None:
+    """Write an OpenVINO ``model`` to ``out_xml`` (+ ``.bin``) atomically, the ``.bin`` first (a reader opens the
+    ``.xml``), with the model ``config``, the fp32 weights' ``digest`` and ``extra`` ``lightsaft`` entries in its
+    runtime info."""
+    import openvino as ov
+
+    from lightsaft_infer.files import atomic_path, publish
+
+    model.set_rt_info(config.to_json(), list(CONFIG_KEY))
+    model.set_rt_info(digest, list(DIGEST_KEY))
+    for key, value in (extra or {}).items():
+        model.set_rt_info(value, [CONFIG_KEY[0], key])
+    os.makedirs(os.path.dirname(os.path.abspath(out_xml)), exist_ok=True)
+    tmp = atomic_path(out_xml, ".xml")
+    tmp_bin = tmp[: -len(".xml")] + ".bin"
+    try:
+        ov.save_model(model, tmp, compress_to_fp16=False)
+        publish(tmp_bin, os.path.splitext(out_xml)[0] + ".bin")
+        publish(tmp, out_xml)
+    finally:
+        for leftover in (tmp, tmp_bin):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
 def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0, digest: str | None = None,
              extra: dict | None = None, keep_float=()) -> dict:
     """Quantise ``onnx_path`` with windows of ``mixtures``; write ``out_xml`` (+ ``.bin``) atomically.
@@ -79,7 +104,6 @@ def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0, dig
     import openvino as ov
 
     from lightsaft_infer.export import read_onnx_config
-    from lightsaft_infer.files import atomic_path, publish
 
     config = read_onnx_config(onnx_path)
     digest = digest or source_digest(onnx_path)  # before the minutes of calibration: a missing source fails at once
@@ -93,22 +117,10 @@ def quantize(onnx_path, mixtures, out_xml, per_song: int = 2, seed: int = 0, dig
         fast_bias_correction=True, ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_LAYERS) + layer_patterns(keep_float)),
     )  # fmt: skip
     seconds = time.perf_counter() - t
-    quantized.set_rt_info(config.to_json(), list(CONFIG_KEY))
-    quantized.set_rt_info(digest, list(DIGEST_KEY))
+    extra = dict(extra or {})
     if keep_float:
-        quantized.set_rt_info(",".join(keep_float), [CONFIG_KEY[0], "float_layers"])
-    for key, value in (extra or {}).items():
-        quantized.set_rt_info(value, [CONFIG_KEY[0], key])
-    tmp = atomic_path(out_xml, ".xml")
-    tmp_bin = tmp[: -len(".xml")] + ".bin"
-    try:
-        ov.save_model(quantized, tmp, compress_to_fp16=False)
-        publish(tmp_bin, os.path.splitext(out_xml)[0] + ".bin")  # the weights first: a reader opens the .xml
-        publish(tmp, out_xml)
-    finally:
-        for leftover in (tmp, tmp_bin):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+        extra["float_layers"] = ",".join(keep_float)
+    save_ir(quantized, out_xml, config, digest, extra)
     return {"windows": len(windows), "songs": len(mixtures), "seconds": seconds, "output": os.fspath(out_xml)}
 
 
