@@ -37,9 +37,18 @@ _KINDS = (("Add", "residual"), ("Mul", "gpocm"), ("MatMul", "mix"), ("Sigmoid", 
 
 
 def layer_of(name: str) -> str:
-    """``/tfcs.3/Conv_2/WithoutBiases`` → ``tfcs.3``; ``/Add_35`` → ``residual``; ``/Conv_15`` → ``conv``."""
-    head = re.sub(r"_\d+$", "", name.lstrip("/").split("/")[0])  # the per-source copies: tfcs.8_1 → tfcs.8
-    if re.match(r"^[a-z_]+\.\d+$", head) or head in ("first_conv", "last_conv"):
+    """``/tfcs.3/Conv_2/WithoutBiases`` → ``tfcs.3``; ``/Add_35`` → ``residual``; ``/Conv_15`` → ``conv``. Also the
+    names OpenVINO gives a converted torch module (``training.qat``'s IR): ``__module.lasift.3.0/aten::matmul/MatMul``
+    → ``lasift.3``; ``aten::add/Add_5`` → ``residual``."""
+    parts = name.lstrip("/").split("/")
+    head = parts[0].removeprefix("__module.")
+    if head.startswith("aten::"):  # an op of the graph's own forward: named by its kind
+        head = parts[-1]
+    head = re.sub(r"_\d+$", "", head)  # the per-source copies: tfcs.8_1 → tfcs.8
+    module = re.match(r"^([a-z_]+\.\d+)(\.\d+)*$", head)  # lasift.3.0 (a Sequential's first layer) → lasift.3
+    if module:
+        return module.group(1)
+    if head in ("first_conv", "last_conv"):
         return head
     for prefix, kind in _KINDS:
         if head.startswith(prefix):
