@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -196,39 +197,42 @@ def test_resuming_training_reproduces_the_uninterrupted_run(mini_corpus, tmp_pat
     assert not all(torch.equal(v, c["model"][k]) for k, v in a["model"].items())
 
 
-@pytest.mark.slow  # ~1 min: two short runs and an ONNX export
-def test_qat_student_moves_towards_its_fp32_teacher_and_resumes(mini_corpus, small_weights, tmp_path):
-    """Quantisation-aware fine-tuning: int8-simulated weights sit on a 255-level grid per output channel, the
-    distillation loss against the fp32 teacher falls, and the run resumes and exports the student."""
+@pytest.mark.slow  # ~4 min: NNCF calibration (twice), three short runs and an IR conversion
+def test_qat_student_is_the_exported_graph_moves_towards_its_teacher_resumes_and_runs_as_int8(mini_corpus, small_weights,
+                                                                                            tmp_path):  # fmt: skip
+    """Quantisation-aware fine-tuning trains the exported graph under NNCF's own quantisers (Add inputs included,
+    first/last convolution in float), the distillation loss against the fp32 teacher falls, the run resumes where
+    it stopped, refuses another teacher, and its IR runs on the ``openvino-int8`` backend recording the teacher."""
+    import shutil
+
     import torch
 
+    from lightsaft_infer.backends import OnnxBackend, open_backend
     from lightsaft_infer.weights import load_weights, weights_digest
-    from training.qat import QuantLayer, distillation_loss, fake_quant_weight, qat, simulate_int8
+    from training.qat import distillation_loss, qat, quantized_student, to_ir
+    from training.quantize import calibration_windows
+    from training.sensitivity import distortion_db
     from training.train import MultitrackSet, batch
 
-    w = torch.randn(8, 5, 3, 3)
-    q = fake_quant_weight(w, 0)
-    scale = w.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
-    assert torch.allclose(q / scale, torch.round(q / scale), atol=1e-4) and (q - w).abs().le(scale / 2 + 1e-7).all()
-
-    from lightsaft_infer.network import ConditionedUNet
-
     config, tensors = load_weights(small_weights)
-    teacher = ConditionedUNet.from_tensors(config, tensors).eval()
-    student = simulate_int8(ConditionedUNet.from_tensors(config, tensors)).eval()
-    assert sum(isinstance(m, QuantLayer) for m in student.modules()) > 50
-    assert not isinstance(student.first_conv[0], QuantLayer) and not isinstance(student.last_conv[0], QuantLayer)
-    for m in student.modules():
-        if type(m).__name__ == "_Activation":
-            m.train()
-    mix, target, cond = batch(MultitrackSet(str(mini_corpus), "train"), np.random.default_rng(0), 1, config.hop_length * 15,
-                              coherent=1.0, device="cpu")  # fmt: skip
+    mixtures = sorted(str(p) for p in (mini_corpus / "train").glob("*/mixture.wav"))
+    student = quantized_student(config, tensors, calibration_windows(mixtures[:1], config, 1))
+    names = [n for n, m in student.named_modules() if "Quantizer" in type(m).__name__]
+    assert len(names) > 100, len(names)
+    assert any("add" in n.lower() for n in names)  # the residual and per-part sums are quantised, as in the IR
+    # nothing quantised at the input or weights of the first and last convolution (the first one's output, the
+    # input of block 0, is)
+    assert not any(re.search(r"(first|last)_conv/\d+/conv2d", n) for n in names), names[:3]
+    mix = batch(MultitrackSet(str(mini_corpus), "train"), np.random.default_rng(0), 1, config.hop_length * 15, 1.0, "cpu")[0]
+    from lightsaft_infer.network import ConditionedUNet, SeparationGraph
+
     with torch.no_grad():
-        reference = teacher(mix, cond)
+        reference = SeparationGraph(ConditionedUNet.from_tensors(config, tensors))(mix)
+    student.train()
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-5)
     losses = []
-    for _ in range(6):
-        loss = distillation_loss(student(mix, cond), reference, target, 0.0, mix)
+    for _ in range(5):
+        loss = distillation_loss(student(mix), reference, mix)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -236,11 +240,34 @@ def test_qat_student_moves_towards_its_fp32_teacher_and_resumes(mini_corpus, sma
     assert losses[-1] < losses[0], losses
 
     run = tmp_path / "qat"
-    first = qat(str(mini_corpus), str(run), str(small_weights), steps=1, frames=16, batch_size=2, log_every=1, progress=False,
-                export=False)  # fmt: skip
-    second = qat(str(mini_corpus), str(run), str(small_weights), steps=2, frames=16, batch_size=2, log_every=1, progress=False)
+    kw = dict(frames=16, calibration_songs=1, per_song=1, log_every=1, progress=False)
+    first = qat(str(mini_corpus), str(run), str(small_weights), steps=1, **kw)
+    second = qat(str(mini_corpus), str(run), str(small_weights), steps=2, **kw)
     assert (first["step"], second["step"]) == (1, 2)  # resumed, not restarted
     assert second["teacher_digest"] == weights_digest(tensors)
-    _, student_tensors = load_weights(run / "student.safetensors")
-    assert set(student_tensors) == set(tensors) and (run / "student.onnx").is_file()
-    assert weights_digest(student_tensors) != weights_digest(tensors)
+    other = tmp_path / "other.safetensors"
+    from lightsaft_infer.weights import save_weights
+
+    save_weights(other, config, {k: v * 1.01 for k, v in tensors.items()})
+    with pytest.raises(SystemExit, match="other weights"):
+        qat(str(mini_corpus), str(run), str(other), steps=3, **kw)
+
+    # the student's IR beside a copy of the teacher: the int8 backend takes it, and it separates like the teacher
+    out = tmp_path / "model"
+    out.mkdir()
+    for suffix in (".safetensors", ".onnx"):
+        shutil.copy(str(small_weights).replace(".safetensors", suffix), out / f"w{suffix}")
+    to_ir(second["student"], config, out / "w.int8.xml", second["teacher_digest"], {"qat_steps": "2"})
+    window = calibration_windows(mixtures[1:2], config, 1, seed=3)[0]
+    exact = OnnxBackend(out / "w.onnx")(window)
+    fast = open_backend(out / "w.onnx", "openvino-int8")(window)
+    assert fast.shape == exact.shape
+    assert distortion_db(fast, exact) > 8, distortion_db(fast, exact)
+    # training.sensitivity names this IR's quantisers by the layer they feed, as it does NNCF's IR
+    import openvino as ov
+
+    from training.sensitivity import fake_quantize_groups
+
+    groups = fake_quantize_groups(ov.Core().read_model(str(out / "w.int8.xml")))
+    assert {"tfcs.0", "tfcs.8", "residual", "gpocm", "mix", "lasift.0", "downsamplings.0", "upsamplings.0"} <= set(groups)
+    assert "other" not in groups and "first_conv" not in groups

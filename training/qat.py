@@ -1,22 +1,30 @@
 """Quantisation-aware fine-tuning of the int8 fast path, with the exact model as its teacher.
 
-    python -m training.qat ROOT RUN_DIR --weights weights/default.safetensors [--steps 400 --minutes 60]
-    # -> RUN_DIR/student.safetensors (+ .onnx), RUN_DIR/last.pt (resumable),
-    #    and with --int8 OUT.xml the student quantised by training.quantize into the IR openvino-int8 runs
+    python -m training.qat ROOT RUN_DIR --weights weights/default.safetensors --steps 300 [--minutes 60] \\
+        [--int8 weights/default.int8.xml]
+    # -> RUN_DIR/last.pt (resumable), RUN_DIR/log.jsonl, and with --int8 the student as the IR openvino-int8 runs
 
-The student starts as a copy of the fp32 network and trains with int8 simulated
-the way the export is quantised (``training/quantize.py``, NNCF's MIXED preset):
-weights per output channel, symmetric, 255 levels; activations per tensor,
-asymmetric, 256 levels, their range an exponential moving average of the batch
-min/max; ``first_conv`` and ``last_conv`` in float. Rounding passes gradients
-straight through. The loss pulls the student's output towards the *teacher's*
-(the unchanged fp32 network's) on training mixtures -- the goal is to sound like
-the exact path, not to become a new model -- plus a small pull towards the
-references (``--ref-weight``). Calibration and training use training songs only.
+The student is the exported graph itself: :class:`SeparationGraph` (BatchNorm
+folded, all four sources from one stem, TFC blocks as sums of per-part
+convolutions -- exactly what ``export_onnx`` writes), wrapped by NNCF's torch
+backend with the quantisers NNCF's MIXED preset places in it (symmetric int8
+weights per output channel; asymmetric activations per tensor at the inputs of
+every convolution, matrix product, Add and Multiply; ``first_conv`` and
+``last_conv`` in float), their ranges calibrated on training windows. Training
+moves the weights *and* the quantisers' ranges; rounding passes gradients
+straight through. The IR is converted from this very network, so what was
+trained is what runs: no second quantisation that could place its quantisers
+elsewhere (a first attempt trained a simulation that quantised only layer inputs
+and lost its gain in NNCF's IR, which also quantises the Add inputs; see
+docs/benchmark.md).
 
-The shipped fp32 weights stay the exact path; the student exists only inside the
-int8 IR, which records the teacher's digest (``weights.weights_digest``), so a
-test can tell which fp32 weights its fast path was made from.
+The loss pulls the student's four outputs towards the *teacher's* (the unchanged
+fp32 graph, the exact path) on training mixtures, relative to the mixture's
+energy: the goal is to sound like the exact path, not to become a new model.
+Calibration and training use training songs only. The shipped fp32 weights stay
+the exact path; the student exists only inside the int8 IR, which records the
+teacher's digest (``weights.weights_digest``), so a test can tell which fp32
+weights its fast path was made from.
 """
 
 from __future__ import annotations
@@ -30,191 +38,160 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
 
-from lightsaft_infer.network import ConditionedUNet
-from lightsaft_infer.weights import load_weights, save_weights, weights_digest
+from lightsaft_infer.network import ConditionedUNet, SeparationGraph
+from lightsaft_infer.weights import load_weights, weights_digest
 
-#: Kept in floating point, as in training.quantize.FLOAT_LAYERS.
-FLOAT_MODULES = ("first_conv", "last_conv")
+#: Kept in floating point, as in training.quantize.FLOAT_LAYERS (NNCF torch node names).
+FLOAT_PATTERNS = (".*first_conv.*", ".*last_conv.*")
 
 
-def _round_ste(x):
-    return x + (torch.round(x) - x).detach()  # rounding with a straight-through gradient
+def student_graph(config, tensors) -> SeparationGraph:
+    """The exported graph with trainable weights: ``(B, 4, T, F) -> (B, 4, 4, T, F)``."""
+    graph = SeparationGraph(ConditionedUNet.from_tensors(config, tensors))
+    for tfc in graph.tfcs:
+        tfc.split = True  # the per-part form the export traces (the eager form writes in place)
+    for p in graph.parameters():
+        p.requires_grad_(True)
+    return graph
 
 
-def fake_quant_weight(w: torch.Tensor, axis: int) -> torch.Tensor:
-    """Symmetric per-channel int8 (levels -127..127) along ``axis`` (the output channels)."""
-    dims = [d for d in range(w.dim()) if d != axis]
-    scale = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-12) / 127
-    return _round_ste(w / scale).clamp(-127, 127) * scale
+def quantized_student(config, tensors, windows):
+    """:func:`student_graph` with NNCF's quantisers, ranges calibrated on ``windows`` (each ``(1, 4, T, F)``)."""
+    import nncf
+
+    return nncf.quantize(
+        student_graph(config, tensors), nncf.Dataset([torch.from_numpy(w) for w in windows]), subset_size=len(windows),
+        preset=nncf.QuantizationPreset.MIXED, ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_PATTERNS)),
+        # bias correction would only shift biases QAT trains anyway (and NNCF's torch backend cannot run it on
+        # the per-part convolutions without biases)
+        advanced_parameters=nncf.AdvancedQuantizationParameters(disable_bias_correction=True),
+    )  # fmt: skip
 
 
-class _Activation(nn.Module):
-    """Asymmetric per-tensor uint8 fake quantisation with an EMA min/max range."""
+def restored_student(config, tensors, nncf_config: str, state: dict):
+    """The quantised student of a checkpoint: the quantisers from NNCF's config (JSON), then weights and ranges."""
+    from nncf.torch import load_from_config
 
-    def __init__(self, momentum: float = 0.01):
-        super().__init__()
-        self.momentum = momentum
-        self.register_buffer("low", torch.tensor(0.0))
-        self.register_buffer("high", torch.tensor(0.0))
-        self.register_buffer("seen", torch.tensor(0))
-
-    def forward(self, x):
-        if self.training:
-            lo, hi = x.detach().min(), x.detach().max()
-            if self.seen == 0:
-                self.low.copy_(lo), self.high.copy_(hi)
-            else:
-                self.low.lerp_(lo, self.momentum), self.high.lerp_(hi, self.momentum)
-            self.seen += 1
-        low, high = torch.minimum(self.low, torch.zeros(())), torch.maximum(self.high, torch.zeros(()))
-        scale = (high - low).clamp_min(1e-12) / 255
-        zero = torch.round(-low / scale)
-        q = (_round_ste(x / scale) + zero).clamp(0, 255)
-        return (q - zero) * scale
+    student = load_from_config(student_graph(config, tensors), json.loads(nncf_config))
+    student.load_state_dict(state)
+    return student
 
 
-class QuantLayer(nn.Module):
-    """A Conv2d / ConvTranspose2d / Linear with int8-simulated input and weights."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-        self.act = _Activation()
-
-    def forward(self, x):
-        m, x = self.layer, self.act(x)
-        if isinstance(m, nn.ConvTranspose2d):
-            w = fake_quant_weight(m.weight, 1)
-            return F.conv_transpose2d(x, w, m.bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
-        if isinstance(m, nn.Conv2d):
-            return m._conv_forward(x, fake_quant_weight(m.weight, 0), m.bias)
-        return F.linear(x, fake_quant_weight(m.weight, 0), m.bias)
+def distillation_loss(student_out, teacher_out, mix):
+    """Squared distance to the teacher relative to the mixture's energy: quantisation noise follows the input's
+    level, and a source that is silent in the excerpt would make a loss relative to the teacher explode."""
+    return torch.sum((student_out - teacher_out) ** 2) / torch.sum(mix**2).clamp_min(1e-8)
 
 
-def simulate_int8(net: nn.Module) -> nn.Module:
-    """Wrap every convolution and linear layer of the separation path in :class:`QuantLayer`, in place: not
-    ``FLOAT_MODULES``, nor the condition path (embedding, condition generator, attention queries), whose
-    outputs are constants of the frozen graph."""
-    targets = []
-    for name, module in net.named_modules():
-        if name.split(".")[0] in FLOAT_MODULES + ("condition_generator", "embedding"):
-            continue
-        for child_name, child in module.named_children():
-            if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and child_name != "linear_query":
-                targets.append((module, child_name, child))
-    for module, child_name, child in targets:
-        setattr(module, child_name, QuantLayer(child))
-    return net
+def to_ir(student, config, out_xml, digest: str, extra: dict | None = None) -> None:
+    """Convert the quantised student to the OpenVINO IR ``openvino-int8`` runs (input ``(1, 4, num_frame, F)``),
+    written atomically with its configuration and the teacher's ``digest``."""
+    import openvino as ov
+
+    from training.quantize import save_ir
+
+    student.eval()
+    shape = [1, 4, config.num_frame, config.n_bins]
+    with torch.no_grad():
+        model = ov.convert_model(student, example_input=torch.zeros(shape), input=[shape])
+    save_ir(model, out_xml, config, digest, extra)
 
 
-def plain_state(net: nn.Module) -> dict:
-    """The student's weights under the network's own names (the wrappers' ``.layer`` dropped, no ranges)."""
-    return {k.replace(".layer.", "."): v.detach().float().cpu().numpy() for k, v in net.state_dict().items()
-            if not k.endswith(("num_batches_tracked", ".act.low", ".act.high", ".act.seen"))}  # fmt: skip
+def calibration_mixtures(root: str, n: int) -> list:
+    """``n`` training mixtures spread evenly over ``ROOT/train`` (sorted names group a corpus's recipes)."""
+    mixtures = sorted(glob.glob(os.path.join(root, "train", "*", "mixture.wav")))
+    if not mixtures:
+        raise SystemExit(f"{root}/train: no <song>/mixture.wav")
+    return [mixtures[i] for i in np.linspace(0, len(mixtures) - 1, min(n, len(mixtures))).round().astype(int)]
 
 
-def distillation_loss(student_out, teacher_out, target, ref_weight: float, mix=None):
-    """Squared distance to the teacher relative to the mixture's energy (``mix``; the teacher's output if
-    None), plus ``ref_weight`` × the training loss against the target. Relative to the mixture, not to the
-    teacher's output: quantisation noise follows the input's level, and a source that is silent in the
-    excerpt would otherwise make one batch's loss explode."""
-    energy = torch.sum((teacher_out if mix is None else mix) ** 2).clamp_min(1e-8)
-    return torch.sum((student_out - teacher_out) ** 2) / energy + ref_weight * torch.mean((student_out - target) ** 2)
-
-
-def qat(root: str, run_dir: str, weights: str, steps: int = 400, minutes: float = 1e9, frames: int = 64,
-        batch_size: int = 2, lr: float = 1e-5, ref_weight: float = 0.003, seed: int = 0, threads=None,
-        log_every: int = 20, progress: bool = True, export: bool = True) -> dict:
-    """Fine-tune (or resume) in ``run_dir``; returns a summary. See the module docstring."""
+def qat(root: str, run_dir: str, weights: str, steps: int = 300, minutes: float = 1e9, frames: int = 64,
+        batch_size: int = 1, lr: float = 1e-5, calibration_songs: int = 16, per_song: int = 2, seed: int = 0,
+        threads=None, log_every: int = 10, progress: bool = True) -> dict:
+    """Fine-tune (or resume) in ``run_dir``; returns a summary with the quantised ``student``. See the module
+    docstring."""
+    from training.quantize import calibration_windows
     from training.train import MultitrackSet, batch, optimiser_step
 
     if threads:
         torch.set_num_threads(threads)
     config, tensors = load_weights(weights)
-    teacher = ConditionedUNet.from_tensors(config, tensors).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    student = simulate_int8(ConditionedUNet.from_tensors(config, tensors)).eval()  # BN as exported: running stats
-    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
+    teacher = SeparationGraph(ConditionedUNet.from_tensors(config, tensors)).eval()
     os.makedirs(run_dir, exist_ok=True)
     ckpt = os.path.join(run_dir, "last.pt")
     rng = np.random.default_rng(seed)
     step, elapsed = 0, 0.0
     if os.path.exists(ckpt):
         state = torch.load(ckpt, weights_only=True)
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if state["teacher_digest"] != weights_digest(tensors):
+            raise SystemExit(f"{ckpt}: a QAT run of other weights than {weights}; use another RUN_DIR")
+        nncf_config = state["nncf_config"]
+        student = restored_student(config, tensors, nncf_config, state["model"])
         step, elapsed = state["step"], state["elapsed"]
         rng.bit_generator.state = json.loads(state["rng"])
-    for m in student.modules():  # ranges follow the data; everything else as in inference
-        if isinstance(m, _Activation):
-            m.train()
+    else:
+        windows = calibration_windows(calibration_mixtures(root, calibration_songs), config, per_song, seed)
+        student = quantized_student(config, tensors, windows)
+        from nncf.torch import get_config
+
+        nncf_config = json.dumps(get_config(student))
+    student.train()
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
+    if os.path.exists(ckpt):
+        opt.load_state_dict(state["optimizer"])
     data = MultitrackSet(root, "train")
     length = config.hop_length * (frames - 1)
-    log = open(os.path.join(run_dir, "log.jsonl"), "a")
     start = time.time() - elapsed
-    running = None
-    bar = None
+    running, bar = None, None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=steps, initial=step, unit="step")
-    while step < steps and time.time() - start < minutes * 60:
-        mix, target, cond = batch(data, rng, batch_size, length, 0.5, "cpu")
-        with torch.no_grad():
-            teacher_out = teacher(mix, cond)
-        running = optimiser_step(opt, distillation_loss(student(mix, cond), teacher_out, target, ref_weight, mix),
-                                 running, bar, 0.95)  # fmt: skip
-        step += 1
-        if step % log_every == 0 or step == steps:
-            # distance to the teacher relative to the mixture, in dB (higher = closer to the exact path)
-            log.write(json.dumps({"step": step, "loss": running, "teacher_db": -10 * math.log10(max(running, 1e-12)),
-                                  "seconds": round(time.time() - start, 1)}) + "\n")  # fmt: skip
-            log.flush()
-            torch.save({"model": student.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "elapsed": time.time() - start, "rng": json.dumps(rng.bit_generator.state)}, ckpt + ".tmp")  # fmt: skip
-            os.replace(ckpt + ".tmp", ckpt)
+    with open(os.path.join(run_dir, "log.jsonl"), "a") as log:
+        while step < steps and time.time() - start < minutes * 60:
+            mix = batch(data, rng, batch_size, length, 0.5, "cpu")[0]
+            with torch.no_grad():
+                teacher_out = teacher(mix)
+            running = optimiser_step(opt, distillation_loss(student(mix), teacher_out, mix), running, bar, 0.95)
+            step += 1
+            if step % log_every == 0 or step == steps:
+                # distance to the teacher relative to the mixture, in dB (higher = closer to the exact path)
+                log.write(json.dumps({"step": step, "loss": running, "teacher_db": -10 * math.log10(max(running, 1e-12)),
+                                      "seconds": round(time.time() - start, 1)}) + "\n")  # fmt: skip
+                log.flush()
+                torch.save({"model": student.state_dict(), "nncf_config": nncf_config, "optimizer": opt.state_dict(),
+                            "step": step, "elapsed": time.time() - start, "rng": json.dumps(rng.bit_generator.state),
+                            "teacher_digest": weights_digest(tensors)}, ckpt + ".tmp")  # fmt: skip
+                os.replace(ckpt + ".tmp", ckpt)
     if bar is not None:
         bar.close()
-    out = os.path.join(run_dir, "student.safetensors")
-    save_weights(out, config, plain_state(student))
-    if export:  # ~20 s on 2 cores
-        from lightsaft_infer.export import export_onnx
-
-        export_onnx(out, os.path.splitext(out)[0] + ".onnx")
-    return {"step": step, "loss": running, "student": out, "teacher_digest": weights_digest(tensors),
-            "seconds": time.time() - start}
+    return {"step": step, "loss": running, "student": student, "config": config,
+            "teacher_digest": weights_digest(tensors), "seconds": time.time() - start}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.qat", description=__doc__.split("\n\n")[0])
     p.add_argument("root", help="MUSDB-layout folder with train/ (training songs only)")
     p.add_argument("run_dir")
-    p.add_argument("--weights", required=True, help="the fp32 teacher (NAME.safetensors, with NAME.onnx beside it)")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--weights", required=True, help="the fp32 teacher (NAME.safetensors)")
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--minutes", type=float, default=1e9, help="stop (resumably) after this much wall time")
     p.add_argument("--frames", type=int, default=64)
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--batch", type=int, default=1, help="windows per step (each runs all four sources)")
     p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--ref-weight", type=float, default=0.003,
-                   help="weight of the references' MSE beside the relative distance to the teacher (~0.03 at the start)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--int8", default=None, help="then quantise the student into this IR (e.g. weights/default.int8.xml)")
     p.add_argument("--calibration-songs", type=int, default=16)
+    p.add_argument("--int8", default=None, help="when the run is complete, write the student's IR here "
+                                                "(e.g. weights/default.int8.xml)")  # fmt: skip
     a = p.parse_args(argv)
-    summary = qat(a.root, a.run_dir, a.weights, a.steps, a.minutes, a.frames, a.batch, a.lr, a.ref_weight,
+    summary = qat(a.root, a.run_dir, a.weights, a.steps, a.minutes, a.frames, a.batch, a.lr, a.calibration_songs,
                   threads=a.threads)  # fmt: skip
-    print(json.dumps(summary))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("student", "config")}))
     if a.int8 and summary["step"] >= a.steps:
-        from training.quantize import quantize
-
-        mixtures = sorted(glob.glob(os.path.join(a.root, "train", "*", "mixture.wav")))[: a.calibration_songs]
-        report = quantize(os.path.splitext(summary["student"])[0] + ".onnx", mixtures, a.int8,
-                          digest=summary["teacher_digest"], extra={"qat_steps": str(summary["step"])})  # fmt: skip
-        print(f"{report['output']}: int8 of the QAT student, calibrated on {report['windows']} windows")
+        to_ir(summary["student"], summary["config"], a.int8, summary["teacher_digest"],
+              {"qat_steps": str(summary["step"])})  # fmt: skip
+        print(f"{a.int8}: int8 of the QAT student after {summary['step']} steps")
     return 0
 
 
