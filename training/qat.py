@@ -117,14 +117,15 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 300, minutes: float 
     if threads:
         torch.set_num_threads(threads)
     config, tensors = load_weights(weights)
+    digest = weights_digest(tensors)
     teacher = SeparationGraph(ConditionedUNet.from_tensors(config, tensors)).eval()
     os.makedirs(run_dir, exist_ok=True)
     ckpt = os.path.join(run_dir, "last.pt")
     rng = np.random.default_rng(seed)
     step, elapsed = 0, 0.0
-    if os.path.exists(ckpt):
-        state = torch.load(ckpt, weights_only=True)
-        if state["teacher_digest"] != weights_digest(tensors):
+    state = torch.load(ckpt, weights_only=True) if os.path.exists(ckpt) else None
+    if state is not None:
+        if state["teacher_digest"] != digest:
             raise SystemExit(f"{ckpt}: a QAT run of other weights than {weights}; use another RUN_DIR")
         nncf_config = state["nncf_config"]
         student = restored_student(config, tensors, nncf_config, state["model"])
@@ -138,7 +139,7 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 300, minutes: float 
         nncf_config = json.dumps(get_config(student))
     student.train()
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
-    if os.path.exists(ckpt):
+    if state is not None:
         opt.load_state_dict(state["optimizer"])
     data = MultitrackSet(root, "train")
     length = config.hop_length * (frames - 1)
@@ -162,12 +163,12 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 300, minutes: float 
                 log.flush()
                 torch.save({"model": student.state_dict(), "nncf_config": nncf_config, "optimizer": opt.state_dict(),
                             "step": step, "elapsed": time.time() - start, "rng": json.dumps(rng.bit_generator.state),
-                            "teacher_digest": weights_digest(tensors)}, ckpt + ".tmp")  # fmt: skip
+                            "teacher_digest": digest}, ckpt + ".tmp")  # fmt: skip
                 os.replace(ckpt + ".tmp", ckpt)
     if bar is not None:
         bar.close()
     return {"step": step, "loss": running, "student": student, "config": config,
-            "teacher_digest": weights_digest(tensors), "seconds": time.time() - start}
+            "teacher_digest": digest, "seconds": time.time() - start}
 
 
 def main(argv=None) -> int:
