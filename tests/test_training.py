@@ -209,7 +209,7 @@ def test_qat_student_is_the_exported_graph_moves_towards_its_teacher_resumes_and
 
     from lightsaft_infer.backends import OnnxBackend, open_backend
     from lightsaft_infer.weights import load_weights, weights_digest
-    from training.qat import distillation_loss, qat, quantized_student, to_ir
+    from training.qat import distillation_loss, param_groups, qat, quantized_student, to_ir, train_mode
     from training.quantize import calibration_windows
     from training.sensitivity import distortion_db
     from training.train import MultitrackSet, batch
@@ -228,22 +228,31 @@ def test_qat_student_is_the_exported_graph_moves_towards_its_teacher_resumes_and
 
     with torch.no_grad():
         reference = SeparationGraph(ConditionedUNet.from_tensors(config, tensors))(mix)
-    student.train()
-    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-5)
+    stats = {k: v.clone() for k, v in student.state_dict().items() if "running_" in k}
+    assert stats  # the LaSAFT/LaSIFT BatchNorms are not folded
+    train_mode(student)
+    opt = torch.optim.Adam(param_groups(student, 1e-5, 1e-3))
     losses = []
     for _ in range(5):
+        with torch.no_grad():  # measured as the IR runs: BatchNorm with the exact model's statistics
+            losses.append(distillation_loss(student.eval()(mix), reference, mix).item())
+        train_mode(student)
         loss = distillation_loss(student(mix), reference, mix)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
     assert losses[-1] < losses[0], losses
+    for k, v in stats.items():  # a 16-frame excerpt's statistics did not replace the exact model's
+        assert torch.equal(student.state_dict()[k], v), k
 
     run = tmp_path / "qat"
     kw = dict(frames=16, calibration_songs=1, per_song=1, log_every=1, progress=False)
     first = qat(str(mini_corpus), str(run), str(small_weights), steps=1, **kw)
     second = qat(str(mini_corpus), str(run), str(small_weights), steps=2, **kw)
     assert (first["step"], second["step"]) == (1, 2)  # resumed, not restarted
+    # the held-out check ran at the last step; best.pt holds the better of the calibrated start and the steps
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert "valid_db" in log[-1] and second["best"]["valid_db"] >= log[-1]["valid_db"]
     assert second["teacher_digest"] == weights_digest(tensors)
     other = tmp_path / "other.safetensors"
     from lightsaft_infer.weights import save_weights
