@@ -8,8 +8,8 @@
 The student is the exported graph itself: :class:`SeparationGraph` (the
 convolutions' BatchNorm folded, the LaSAFT/LaSIFT BatchNorms kept in inference
 mode while training -- see :func:`train_mode`; all four sources from one stem,
-TFC blocks as sums of per-part convolutions -- exactly what ``export_onnx`` writes), wrapped by NNCF's torch
-backend with the quantisers NNCF's MIXED preset places in it (symmetric int8
+TFC blocks as sums of per-part convolutions -- exactly what ``export_onnx``
+writes), wrapped by NNCF's torch backend with the quantisers NNCF's MIXED preset places in it (symmetric int8
 weights per output channel; asymmetric activations per tensor at the inputs of
 every convolution, matrix product, Add and Multiply; ``first_conv`` and
 ``last_conv`` in float), their ranges calibrated on training windows. Training
@@ -24,10 +24,10 @@ The loss pulls the student's four outputs towards the *teacher's* (the unchanged
 fp32 graph, the exact path) on training mixtures, relative to the mixture's
 energy: the goal is to sound like the exact path, not to become a new model.
 Calibration and training use training songs only; every ``--valid-every`` steps
-the student is scored against the teacher on full windows of ``ROOT/valid`` songs,
-and ``best.pt`` keeps the best one, which ``--int8`` converts. The shipped fp32
-weights stay the exact path; the student exists only inside the int8 IR, which records the
-teacher's digest (``weights.weights_digest``), so a test can tell which fp32
+the student is scored against the teacher on full windows of ``ROOT/valid``
+songs, and ``best.pt`` keeps the best one, which ``--int8`` converts. The shipped
+fp32 weights stay the exact path; the student exists only inside the int8 IR,
+which records the teacher's digest (``weights.weights_digest``), so a test can tell which fp32
 weights its fast path was made from.
 """
 
@@ -94,8 +94,8 @@ def train_mode(student) -> None:
 
 def param_groups(student, lr: float, range_lr: float) -> list:
     """Adam groups: weights and biases at ``lr``; each quantiser range tensor at ``range_lr`` times its mean
-    magnitude when the run (re)starts. Adam's steps are absolute, and the ranges span orders of magnitude (a rate of 1e-3
-    for all of them took a student from 14.7 to 6.3 dB of the teacher in 25 steps), so they move relatively."""
+    magnitude when the run (re)starts. Adam's steps are absolute and the ranges span orders of magnitude (one
+    rate of 1e-3 for all took a student from 14.7 to 6.3 dB of the teacher in 25 steps): they move relatively."""
     weights, groups = [], []
     for name, p in student.named_parameters():
         if not p.requires_grad:
@@ -193,6 +193,8 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 300, minutes: float 
     opt = torch.optim.Adam(param_groups(student, lr, range_lr))
     if state is not None and "optimizer" in state:
         rates = [group["lr"] for group in opt.param_groups]  # the command line's rates win on resume
+        if len(state["optimizer"]["param_groups"]) != len(rates):
+            raise SystemExit(f"{ckpt}: made by an older training.qat (other optimiser groups); use another RUN_DIR")
         opt.load_state_dict(state["optimizer"])
         for group, rate in zip(opt.param_groups, rates):
             group["lr"] = rate
@@ -249,7 +251,7 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=1e9, help="stop (resumably) after this much wall time")
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--batch", type=int, default=1, help="windows per step (each runs all four sources)")
-    p.add_argument("--lr", type=float, default=1e-5, help="Adam's rate for the weights")
+    p.add_argument("--lr", type=float, default=1e-5, help="Adam's rate for the weights and biases")
     p.add_argument("--range-lr", type=float, default=1e-3, help="Adam's rate for each quantiser range, "
                    "relative to the range's magnitude")  # fmt: skip
     p.add_argument("--valid-every", type=int, default=50, help="steps between held-out checks (ROOT/valid)")
