@@ -280,3 +280,10 @@ def test_qat_student_is_the_exported_graph_moves_towards_its_teacher_resumes_and
     groups = fake_quantize_groups(ov.Core().read_model(str(out / "w.int8.xml")))
     assert {"tfcs.0", "tfcs.8", "residual", "gpocm", "mix", "lasift.0", "downsamplings.0", "upsamplings.0"} <= set(groups)
     assert "other" not in groups and "first_conv" not in groups
+    # the command line converts the best held-out student of the finished run, and says which step it was
+    from training.qat import main
+
+    assert main([str(mini_corpus), str(run), "--weights", str(small_weights), "--steps", "2",
+                 "--int8", str(out / "best.int8.xml")]) == 0  # fmt: skip
+    steps = ov.Core().read_model(str(out / "best.int8.xml")).get_rt_info(["lightsaft", "qat_steps"]).astype(str)
+    assert steps == str(second["best"]["step"])

@@ -191,7 +191,7 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 300, minutes: float 
         nncf_config = json.dumps(get_config(student))
     train_mode(student)
     opt = torch.optim.Adam(param_groups(student, lr, range_lr))
-    if state is not None and "optimizer" in state:
+    if state is not None:
         rates = [group["lr"] for group in opt.param_groups]  # the command line's rates win on resume
         if len(state["optimizer"]["param_groups"]) != len(rates):
             raise SystemExit(f"{ckpt}: made by an older training.qat (other optimiser groups); use another RUN_DIR")
@@ -238,8 +238,8 @@ def qat(root: str, run_dir: str, weights: str, steps: int = 300, minutes: float 
         bar.close()
     best = torch.load(best_path, weights_only=True)
     return {"step": step, "loss": running, "student": student, "config": config, "teacher_digest": digest,
-            "seconds": time.time() - start, "best": {"step": best["step"], "valid_db": best["valid_db"]},
-            "best_student": restored_student(config, tensors, best["nncf_config"], best["model"])}
+            "seconds": time.time() - start, "best": {"step": best["step"], "valid_db": best["valid_db"],
+                                                     "path": best_path}}  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -262,10 +262,12 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     summary = qat(a.root, a.run_dir, a.weights, a.steps, a.minutes, a.frames, a.batch, a.lr, a.calibration_songs,
                   threads=a.threads, range_lr=a.range_lr, valid_every=a.valid_every)  # fmt: skip
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("student", "best_student", "config")}))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("student", "config")}))
     if a.int8 and summary["step"] >= a.steps:
-        best = summary["best"]
-        to_ir(summary["best_student"], summary["config"], a.int8, summary["teacher_digest"],
+        best, config = summary["best"], summary["config"]
+        state = torch.load(best["path"], weights_only=True)  # restored only to convert it
+        student = restored_student(config, load_weights(a.weights)[1], state["nncf_config"], state["model"])
+        to_ir(student, config, a.int8, summary["teacher_digest"],
               {"qat_steps": str(best["step"]), "qat_valid_db": f"{best['valid_db']:.2f}"})  # fmt: skip
         print(f"{a.int8}: int8 of the QAT student at step {best['step']} (best held-out, {best['valid_db']:.2f} dB)")
     return 0
