@@ -240,7 +240,8 @@ class OpenVinoInt8Backend(OpenVinoBackend):
 
     0.47-0.51 against 0.93-1.09 s per window for ``openvino-bf16`` on the 2-core EPYC (AVX512-VNNI,
     2026-11-22); its stems differ more from the exact path's than bf16's (relative error ~15% per
-    window) and score 0.090 dB lower in mean MDX SDR over the 50 synthetic test songs (bf16: 0.002).
+    window) and score 0.261 dB lower in mean MDX SDR over the 50 synthetic test songs with the step-8400
+    default weights (the step-4600 weights: 0.090; bf16: 0.002).
     """
 
     name = "openvino-int8"
