@@ -72,9 +72,14 @@ def phases(log: list) -> str:
     return "\n".join(out)
 
 
+def trained_on_wide(log: list) -> bool:
+    """Whether any phase of ``log`` trained on the wide recipe (``train_recipes``)."""
+    return any("wide" in (r.get("train_recipes") or {}) for r in log)
+
+
 def wide_paragraph(log: list) -> str:
-    """The wide recipe's description, if any phase of ``log`` trained on it (``train_recipes``)."""
-    if not any("wide" in (r.get("train_recipes") or {}) for r in log):
+    """The wide recipe's description, if any phase of ``log`` trained on it."""
+    if not trained_on_wide(log):
         return ""
     return """
 Later phases add the **wide recipe** (`training/wide.py`, the default of `python -m training.corpus`
@@ -116,10 +121,9 @@ def render(run: str, corpus: str, eval_path: str, out_dir: str, hardware: str, f
     summary = report["summary"]
     gain = {s: summary["model"][s]["mdx"] - summary["mix/4"][s]["mdx"] for s in STEMS}
     bss_songs = sum(1 for r in report["per_song"] if r["model"]["vocals"].get("bss") is not None)
-    wide = any("wide" in (r.get("train_recipes") or {}) for r in log)
     sources = ("General-MIDI SoundFont instruments and a vocoded speech \"singer\"" + (
         ", then also the domain-randomised *wide recipe* below: speech-synthesiser voices, recorded drum kits, "
-        "synthesised basses and keys, simulated guitar amplifiers" if wide else ""))
+        "synthesised basses and keys, simulated guitar amplifiers" if trained_on_wide(log) else ""))
     split_lines = "\n".join(
         f"| {k} | {v['songs']} | {v['minutes']} | {v['min_s']}–{v['max_s']} s |" for k, v in facts.items())
     return f"""# Model card: `weights/default` (LightSAFT, MDX configuration, trained on synthetic music)
