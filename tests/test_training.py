@@ -120,6 +120,34 @@ def test_splits_are_disjoint_in_seeds_and_test_timbres_are_unseen(mini_corpus):
         assert meta["soundfont"] in {os.path.basename(p) for p in corpus.SOUNDFONTS}
 
 
+def test_timbre_augmentation_repitches_equalises_and_follows_the_seed(mini_corpus):
+    from training.augment import random_eq, repitch, repitch_span
+    from training.train import MultitrackSet
+
+    rate, length = 44100, 16384
+    for semitones in (-2, -1, 1, 2):  # a 1 kHz tone comes out 2**(s/12) kHz, within one FFT bin
+        t = np.arange(repitch_span(length, semitones)) / rate
+        tone = np.repeat(np.sin(2 * np.pi * 1000 * t)[:, None], 2, axis=1).astype(np.float32)
+        y = repitch(tone, semitones, length)
+        assert y.shape == (length, 2) and y.dtype == np.float32
+        peak = np.argmax(np.abs(np.fft.rfft(y[:, 0]))) * rate / length
+        assert abs(peak - 1000 * 2 ** (semitones / 12)) < rate / length, (semitones, peak)
+    noise = np.random.default_rng(1).standard_normal((length, 2)).astype(np.float32) * 0.1
+    a, b = random_eq(noise, np.random.default_rng(2)), random_eq(noise, np.random.default_rng(2))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == noise.shape and not np.allclose(a, noise, atol=1e-3)
+
+    data = MultitrackSet(str(mini_corpus), "train")
+    n = 1024 * 31
+    runs = [[data.example(np.random.default_rng(seed), n, 0.5, timbre=True)[0] for seed in range(6)]
+            for _ in range(2)]
+    for x, y in zip(*runs):
+        assert x.shape == (4, n, 2) and x.dtype == np.float32
+        np.testing.assert_array_equal(x, y)  # seeded: a resumed run sees the same examples
+    assert any(not np.array_equal(x, data.example(np.random.default_rng(s), n, 0.5)[0])
+               for s, x in enumerate(runs[0]))
+
+
 def test_a_few_training_steps_reduce_the_loss(mini_corpus):
     import torch
 

@@ -7,7 +7,8 @@ complex spectrogram ("complex as channels") to the target source's, with a
 random condition per example and mean-squared error on the complex
 spectrogram; Adam. Examples are remixed on the fly: each stem from a random
 song and offset (or, with probability ``--coherent``, all stems from the same
-place of one song), random gain per stem and random channel swap.
+place of one song), random gain per stem and random channel swap; ``--timbre`` adds
+re-pitching and random EQ per stem (``augment.py``).
 
 Training windows may be shorter than the network's ``num_frame`` (256): the net
 is convolutional in time, frames need only be a multiple of 16. ``RUN_DIR``
@@ -32,6 +33,7 @@ import torch
 from lightsaft_infer.config import SOURCES, ModelConfig
 from lightsaft_infer.network import ConditionedUNet
 from lightsaft_infer.weights import save_weights
+from training.augment import SEMITONES, random_eq, repitch, repitch_span
 
 #: The MDX submission's LightSAFT configuration ("lightsaft_small" in the architecture notes).
 MDX_CONFIG = ModelConfig(
@@ -92,20 +94,27 @@ class MultitrackSet:
         return song, int(rng.integers(0, max(1, self.frames[song] - length)))
 
     def example(self, rng: np.random.Generator, length: int, coherent: float, augment: bool = True,
-                condition_p=None):
+                condition_p=None, timbre: bool = False):
         """``(stems (4, length, 2), condition)`` with the stems in SOURCES order.
 
         ``condition_p``: probability of each source as the target (SOURCES order); uniform if None.
+        ``timbre``: also re-pitch (p 0.3) and randomly equalise (p 0.5) each stem (``augment.py``).
         """
         stems = []
         place = self.random_place(rng, length) if rng.random() < coherent else None
         for source in SOURCES:
             song, start = place if place is not None else self.random_place(rng, length)
-            x = self.read(song, source, start, length)
+            semitones = int(rng.choice(SEMITONES)) if timbre and rng.random() < 0.3 else 0
+            if semitones:
+                x = repitch(self.read(song, source, start, repitch_span(length, semitones)), semitones, length)
+            else:
+                x = self.read(song, source, start, length)
             if augment:
                 x = x * rng.uniform(0.25, 1.25)
                 if rng.random() < 0.5:
                     x = x[:, ::-1]
+            if timbre and rng.random() < 0.5:
+                x = random_eq(x, rng)
             stems.append(x)
         return np.stack(stems), int(rng.choice(len(SOURCES), p=condition_p))
 
@@ -121,9 +130,9 @@ def complex_channels(wave: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 
 def batch(dataset: MultitrackSet, rng, size: int, length: int, coherent: float, device, augment=True,
-          condition_p=None):
+          condition_p=None, timbre: bool = False):
     """Mixture and target spectrograms ``(B, 4, T, F)`` and conditions ``(B,)``."""
-    examples = [dataset.example(rng, length, coherent, augment, condition_p) for _ in range(size)]
+    examples = [dataset.example(rng, length, coherent, augment, condition_p, timbre) for _ in range(size)]
     stems = torch.from_numpy(np.stack([e[0] for e in examples])).to(device)  # (B, 4, length, 2)
     cond = torch.tensor([e[1] for e in examples], device=device)
     mix = stems.sum(1)
@@ -180,7 +189,7 @@ def optimiser_step(opt, loss, running, bar, decay: float):
 def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps: int = 20000, minutes: float = 1e9,
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
-          init: str | None = None, condition_p=None, extra_valid=()) -> dict:
+          init: str | None = None, condition_p=None, extra_valid=(), timbre: bool = False) -> dict:
     """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring."""
     cfg = MDX_CONFIG
     if frames % cfg.frame_multiple:
@@ -227,7 +236,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
     # per step than fp32 on this project's 2-core EPYC). The loss and optimiser stay fp32.
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     while step < steps and (time.time() - start) < minutes * 60:
-        mix, target, cond = batch(data, rng, batch_size, length, coherent, device, condition_p=condition_p)
+        mix, target, cond = batch(data, rng, batch_size, length, coherent, device, condition_p=condition_p,
+                                  timbre=timbre)
         with autocast:
             est = net(mix, cond)
         running = optimiser_step(opt, torch.mean((est.float() - target) ** 2), running, bar, 0.98)
@@ -239,7 +249,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
             record = {"step": step, "train_loss": running, "valid_loss": v, "seconds": round(time.time() - start, 1),
                       "valid_losses": per_root if len(per_root) > 1 else None,
                       "train_songs": len(data.songs), "train_recipes": data.recipes(), "lr": lr,
-                      "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p]}
+                      "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p],
+                      "timbre": timbre}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if v < best:
@@ -276,6 +287,8 @@ def main(argv=None) -> int:
     p.add_argument("--condition-p", default=None,
                    help="probability of each target source, 'vocals,drums,bass,other' (default uniform, as the authors)")
     p.add_argument("--init", default=None, help="start from these weights (.safetensors), e.g. weights/default.safetensors")
+    p.add_argument("--timbre", action="store_true",
+                   help="timbre augmentation: re-pitch (±1–2 semitones) and random EQ per stem (training/augment.py)")
     p.add_argument("--extra-valid", nargs="*", default=[],
                    help="more MUSDB-layout roots whose valid/ joins the validation (mean over roots)")
     a = p.parse_args(argv)
@@ -287,7 +300,7 @@ def main(argv=None) -> int:
         condition_p = condition_p / condition_p.sum()
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
                     threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init,
-                    condition_p=condition_p, extra_valid=a.extra_valid)
+                    condition_p=condition_p, extra_valid=a.extra_valid, timbre=a.timbre)
     print(json.dumps(summary))
     return 0
 
