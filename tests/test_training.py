@@ -190,6 +190,20 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     assert set(stems) == set(STEMS) and all(np.isfinite(v).all() for v in stems.values())
     assert os.path.getsize(run / "best.safetensors") > 1e6
 
+    # --ema: the weights validated and exported are the moving average, not the last step's
+    import torch
+
+    from lightsaft_infer.weights import load_weights
+
+    averaged = tmp_path / "ema"
+    train(str(mini_corpus), str(averaged), frames=16, batch_size=2, steps=2, valid_every=2, valid_batches=1,
+          progress=False, onnx=False, ema=0.5)  # fmt: skip
+    state = torch.load(averaged / "last.pt", weights_only=True)
+    _, exported = load_weights(str(averaged / "best.safetensors"))
+    for key, value in exported.items():
+        np.testing.assert_array_equal(value, state["ema"]["module." + key].float().numpy(), err_msg=key)
+    assert not all(np.array_equal(v, state["model"][k].float().numpy()) for k, v in exported.items())
+
     # a fine-tune's card counts its steps on from the log of the weights it started from
     from training.model_card import phases, read_log
 
@@ -199,16 +213,23 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     assert [r["step"] for r in combined] == [100, 102, 104]
     assert phases(combined).splitlines() == ["  - steps 0–100: lr 0.001, targets uniform (the authors'), 3 train songs",
                                              "  - steps 100–104: lr 0.001, targets uniform (the authors'), 2 wide train songs"]
+    # a corpus growing under a running phase stays one phase; augmentation and EMA are named
+    grow = [{"step": s, "train_songs": n, "train_recipes": {"gm": 16, "wide": n - 16}, "lr": 1e-4, "timbre": s > 100,
+             "ema": 0.999 if s > 100 else None} for s, n in ((100, 116), (200, 130), (300, 150))]
+    assert phases(grow).splitlines()[1] == ("  - steps 100–300: lr 0.0001, targets uniform (the authors'), 16 gm + 114 wide"
+                                            " growing to 16 gm + 134 wide train songs, timbre augmentation (re-pitch,"
+                                            " random EQ), weights' EMA 0.999")
 
 
 @pytest.mark.slow  # ~40 s: three short runs
 def test_resuming_training_reproduces_the_uninterrupted_run(mini_corpus, tmp_path):
-    """Stopped at step 2 and resumed to 4 equals 4 steps in one go: weights, optimiser, data stream."""
+    """Stopped at step 2 and resumed to 4 equals 4 steps in one go: weights, optimiser, data stream, and the
+    weights' moving average."""
     import torch
 
     from training.train import train
 
-    kw = dict(frames=16, batch_size=2, valid_every=2, valid_batches=1, progress=False, onnx=False)
+    kw = dict(frames=16, batch_size=2, valid_every=2, valid_batches=1, progress=False, onnx=False, ema=0.9)
     train(str(mini_corpus), str(tmp_path / "straight"), steps=4, **kw)
     train(str(mini_corpus), str(tmp_path / "resumed"), steps=2, **kw)
     train(str(mini_corpus), str(tmp_path / "resumed"), steps=4, **kw)
@@ -216,6 +237,9 @@ def test_resuming_training_reproduces_the_uninterrupted_run(mini_corpus, tmp_pat
     assert a["step"] == b["step"] == 4 and a["rng"] == b["rng"]
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+    assert a["ema"].keys() == b["ema"].keys() and int(a["ema"]["n_averaged"]) == 4
+    for key, value in a["ema"].items():
+        assert torch.equal(value, b["ema"][key]), key
     for slot, state in a["optimizer"]["state"].items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optimizer"]["state"][slot][name])), (slot, name)

@@ -59,16 +59,21 @@ def phases(log: list) -> str:
         songs = r["train_songs"]
         if r.get("train_recipes"):
             songs = " + ".join(f"{n} {recipe}" for recipe, n in r["train_recipes"].items())
-        key = (r.get("lr", 1e-3), tuple(r["condition_p"]) if r.get("condition_p") else None, songs)
+        # a corpus that grows during a phase (same recipes) does not start a new one
+        data = tuple(r["train_recipes"]) if r.get("train_recipes") else songs
+        key = (r.get("lr", 1e-3), tuple(r["condition_p"]) if r.get("condition_p") else None, data,
+               bool(r.get("timbre")), r.get("ema"))
         if rows and rows[-1][0] == key:
-            rows[-1][2] = r["step"]
+            rows[-1][2], rows[-1][4] = r["step"], songs
         else:
-            rows.append([key, prev_step, r["step"]])
+            rows.append([key, prev_step, r["step"], songs, songs])
         prev_step = r["step"]
     out = []
-    for (lr, p, songs), a, b in rows:
+    for (lr, p, _, timbre, ema), a, b, first, last in rows:
         sampling = "uniform (the authors')" if p is None else "/".join(f"{v:g}" for v in p)
-        out.append(f"  - steps {a}–{b}: lr {lr:g}, targets {sampling}, {songs} train songs")
+        songs = f"{last}" if first == last else f"{first} growing to {last}"
+        extra = (", timbre augmentation (re-pitch, random EQ)" if timbre else "") + (f", weights' EMA {ema:g}" if ema else "")
+        out.append(f"  - steps {a}–{b}: lr {lr:g}, targets {sampling}, {songs} train songs{extra}")
     return "\n".join(out)
 
 

@@ -189,8 +189,12 @@ def optimiser_step(opt, loss, running, bar, decay: float):
 def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps: int = 20000, minutes: float = 1e9,
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
-          init: str | None = None, condition_p=None, extra_valid=(), timbre: bool = False) -> dict:
-    """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring."""
+          init: str | None = None, condition_p=None, extra_valid=(), timbre: bool = False, ema: float = 0.0) -> dict:
+    """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring.
+
+    ``ema``: if > 0, validate and export an exponential moving average of the weights (and BatchNorm
+    statistics) with this decay per step instead of the last weights.
+    """
     cfg = MDX_CONFIG
     if frames % cfg.frame_multiple:
         raise SystemExit(f"--frames must be a multiple of {cfg.frame_multiple}")
@@ -206,6 +210,11 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         _, tensors = load_weights(init)
         net.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    averaged = None
+    if ema:  # torch's own EMA: parameters and buffers, the first update copies the network
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True)
     rng = np.random.default_rng(seed)
     step, best, elapsed = 0, math.inf, 0.0
     ckpt = os.path.join(run_dir, "last.pt")
@@ -214,6 +223,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best, elapsed = state["step"], state["best"], state["elapsed"]
+        if averaged is not None and "ema" in state:  # (a run that turns --ema on later starts its average here)
+            averaged.load_state_dict(state["ema"])
         for group in opt.param_groups:  # the command line's rate wins: lowering it on resume is the schedule
             group["lr"] = lr
         if "rng" in state:  # the data stream goes on where it stopped: a resumed run equals an uninterrupted one
@@ -241,24 +252,28 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         with autocast:
             est = net(mix, cond)
         running = optimiser_step(opt, torch.mean((est.float() - target) ** 2), running, bar, 0.98)
+        if averaged is not None:
+            averaged.update_parameters(net)
         step += 1
         if step % valid_every == 0 or step == steps:
-            per_root = {r: evaluate_loss(net, b, device) for r, b in valid.items()}
+            judged = net if averaged is None else averaged.module  # what best.safetensors would hold
+            per_root = {r: evaluate_loss(judged, b, device) for r, b in valid.items()}
             v = float(np.mean(list(per_root.values())))  # each root weighs the same, whatever its loudness
             data.refresh()
             record = {"step": step, "train_loss": running, "valid_loss": v, "seconds": round(time.time() - start, 1),
                       "valid_losses": per_root if len(per_root) > 1 else None,
                       "train_songs": len(data.songs), "train_recipes": data.recipes(), "lr": lr,
                       "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p],
-                      "timbre": timbre}
+                      "timbre": timbre, "ema": ema or None}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if v < best:
                 best = v
-                export(net, cfg, os.path.join(run_dir, "best.safetensors"), onnx=False)
+                export(judged, cfg, os.path.join(run_dir, "best.safetensors"), onnx=False)
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
                         "elapsed": time.time() - start, "rng": json.dumps(rng.bit_generator.state),
-                        "torch_rng": torch.get_rng_state()}, ckpt + ".tmp")
+                        "torch_rng": torch.get_rng_state(),
+                        **({"ema": averaged.state_dict()} if averaged is not None else {})}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
     if bar is not None:
         bar.close()
@@ -289,6 +304,8 @@ def main(argv=None) -> int:
     p.add_argument("--init", default=None, help="start from these weights (.safetensors), e.g. weights/default.safetensors")
     p.add_argument("--timbre", action="store_true",
                    help="timbre augmentation: re-pitch (±1–2 semitones) and random EQ per stem (training/augment.py)")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="validate and export an exponential moving average of the weights with this decay (e.g. 0.999)")
     p.add_argument("--extra-valid", nargs="*", default=[],
                    help="more MUSDB-layout roots whose valid/ joins the validation (mean over roots)")
     a = p.parse_args(argv)
@@ -300,7 +317,8 @@ def main(argv=None) -> int:
         condition_p = condition_p / condition_p.sum()
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
                     threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init,
-                    condition_p=condition_p, extra_valid=a.extra_valid, timbre=a.timbre)
+                    condition_p=condition_p, extra_valid=a.extra_valid, timbre=a.timbre,
+                    ema=a.ema)
     print(json.dumps(summary))
     return 0
 
