@@ -74,9 +74,11 @@ def _speak(engine: str, voice: str, speed: int, text: str) -> np.ndarray:
             try:
                 subprocess.run(command, check=True, capture_output=True)
             except subprocess.CalledProcessError:
-                if engine != "festival" or text == "la":
+                if engine != "festival" or (text == "la" and speed == 175):
                     raise
-                return _speak(engine, voice, speed, "la")  # a few voices abort on some words ("so" in czech_machac)
+                if text != "la":
+                    return _speak(engine, voice, speed, "la")  # a few voices abort on some words ("so" in czech_machac)
+                return _speak(engine, voice, 175, "la")  # and some on some stretches (lp_diphone at 1.306 segfaults)
             x, rate = sf.read(out, dtype="float64", always_2d=True)
         x = x[:, 0]
         return resample_poly(x, ESPEAK_RATE, rate) if rate != ESPEAK_RATE else x
