@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -97,6 +98,22 @@ def test_generation_is_deterministic():
     assert meta_a == meta_b
     for s in STEMS:
         np.testing.assert_array_equal(a[s], b[s])
+
+
+def test_one_failing_song_does_not_stop_the_corpus_and_is_named(monkeypatch, tmp_path, capsys):
+    done = []
+
+    def write_song(root, seed, split, index, seconds, recipe):
+        if index == 1:
+            raise subprocess.CalledProcessError(-11, ["text2wave"])
+        done.append(index)
+        return f"{root}/{split}/{index}"
+
+    monkeypatch.setattr(corpus, "write_song", write_song)
+    with pytest.raises(RuntimeError, match=r"1 of 4 songs failed: synth-train-001$"):
+        corpus.generate(str(tmp_path), {"train": 3, "valid": 1}, SECONDS, progress=False)
+    assert done == [0, 0, 2]  # (valid first) the song after it was still written
+    assert re.search(r"train/synth-train-001: CalledProcessError: .*text2wave.*SIGSEGV", capsys.readouterr().err)
 
 
 def test_a_speech_engine_that_crashes_on_a_syllable_falls_back_deterministically():

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -221,12 +222,25 @@ def generate(root: str, counts: dict, seconds: tuple, seed: int = 0, workers: in
              recipe: str = "wide") -> list:
     """Write every song of ``counts`` ({split: n}) under ``root``; returns the song folders."""
     jobs = [(root, seed, split, i, seconds, recipe) for split in SPLITS for i in range(counts.get(split, 0))]
+    results, failed = [], []
+
+    def settle(job, get):  # one song that fails (a crashing speech engine) must not stop the others
+        try:
+            results.append(get())
+        except Exception as e:  # noqa: BLE001 - reported and re-raised as a summary below
+            failed.append(song_name(job[2], job[3]))
+            print(f"{os.path.join(root, job[2], failed[-1])}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
     if workers <= 1:
-        results = [write_song(*job) for job in _progress(jobs, progress)]
+        for job in _progress(jobs, progress):
+            settle(job, lambda job=job: write_song(*job))
     else:
         with ProcessPoolExecutor(workers) as pool:
-            futures = [pool.submit(write_song, *job) for job in jobs]
-            results = [f.result() for f in _progress(futures, progress)]
+            futures = [(job, pool.submit(write_song, *job)) for job in jobs]
+            for job, f in _progress(futures, progress):
+                settle(job, f.result)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} songs failed: {', '.join(failed)}")
     return results
 
 
