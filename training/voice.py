@@ -50,6 +50,10 @@ class VoiceSettings:
     sibilance: float = 0.0
 
 
+# Words per minute at which flite and festival speak at their own pace (a duration stretch of 1).
+NORMAL_SPEED = 175
+
+
 def _speak(engine: str, voice: str, speed: int, text: str) -> np.ndarray:
     """One spoken syllable as float64 mono at ``ESPEAK_RATE``."""
     if engine == "espeak-ng":
@@ -65,20 +69,22 @@ def _speak(engine: str, voice: str, speed: int, text: str) -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
             out = f"{tmp}/say.wav"
             if engine == "flite":
-                command = ["flite", "-voice", voice, "-t", text, "-o", out, "--setf", f"duration_stretch={175 / speed:.3f}"]
+                command = ["flite", "-voice", voice, "-t", text, "-o", out,
+                           "--setf", f"duration_stretch={NORMAL_SPEED / speed:.3f}"]
             else:
                 with open(f"{tmp}/say.txt", "w") as f:
                     f.write(text + "\n")
                 command = ["text2wave", "-eval", f"(voice_{voice})", "-eval",
-                           f"(Parameter.set 'Duration_Stretch {175 / speed:.3f})", f"{tmp}/say.txt", "-o", out]
+                           f"(Parameter.set 'Duration_Stretch {NORMAL_SPEED / speed:.3f})", f"{tmp}/say.txt", "-o", out]
             try:
                 subprocess.run(command, check=True, capture_output=True)
             except subprocess.CalledProcessError:
-                if engine != "festival" or (text == "la" and speed == 175):
+                if engine != "festival" or (text == "la" and speed == NORMAL_SPEED):
                     raise
                 if text != "la":
                     return _speak(engine, voice, speed, "la")  # a few voices abort on some words ("so" in czech_machac)
-                return _speak(engine, voice, 175, "la")  # and some on some stretches (lp_diphone at 1.306 segfaults)
+                # and some on some stretches (lp_diphone segfaults at 1.306)
+                return _speak(engine, voice, NORMAL_SPEED, "la")
             x, rate = sf.read(out, dtype="float64", always_2d=True)
         x = x[:, 0]
         return resample_poly(x, ESPEAK_RATE, rate) if rate != ESPEAK_RATE else x
