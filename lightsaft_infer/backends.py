@@ -236,12 +236,13 @@ def _ports(ports) -> list:
 
 class OpenVinoInt8Backend(OpenVinoBackend):
     """The fastest path: ``NAME.int8.xml``, the export quantised to int8 by ``training/quantize.py``
-    (NNCF, calibrated on music; ``first_conv``/``last_conv`` and the elementwise rest in bfloat16).
+    (NNCF, calibrated on music; ``first_conv``/``last_conv``, the first TFC block and the elementwise
+    rest in bfloat16).
 
-    0.47-0.51 against 0.93-1.09 s per window for ``openvino-bf16`` on the 2-core EPYC (AVX512-VNNI,
-    2026-11-22); its stems differ more from the exact path's than bf16's (relative error ~15% per
-    window) and score 0.261 dB lower in mean MDX SDR over the 50 synthetic test songs with the step-8400
-    default weights (the step-4600 weights: 0.090; bf16: 0.002).
+    0.50-0.55 against 0.93-0.96 s per window for ``openvino-bf16`` on the 2-core EPYC (AVX512-VNNI,
+    2026-11-23); its stems differ more from the exact path's than bf16's and score 0.285 dB lower in
+    mean MDX SDR over the 50 synthetic test songs with the step-10200 default weights (step 8400's:
+    0.261; step 4600's: 0.090).
     """
 
     name = "openvino-int8"
