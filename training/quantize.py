@@ -32,7 +32,7 @@ FLOAT_LAYERS = (".*first_conv.*", ".*last_conv.*")
 #: Layer groups also kept in float by default (chosen by ``training.sensitivity``; see docs/benchmark.md):
 #: the first TFC block sees the spectrogram's full dynamic range. With the step-10200 weights keeping it in
 #: float (bf16 where the CPU has it) lifts the int8 model from 12.4 to 17.1 dB of the exact path on test
-#: windows at no cost per window; with step 4600's it bought only 1 dB and cost 12%, so it was left out.
+#: windows at no cost per window; with step 4600's it bought only 1 dB (and, bypassed in the IR, cost 12%).
 DEFAULT_KEEP_FLOAT: list = ["tfcs.0"]
 #: Key of the model configuration in the IR's runtime info.
 CONFIG_KEY = ("lightsaft", "config")
