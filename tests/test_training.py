@@ -176,6 +176,39 @@ def test_timbre_augmentation_repitches_equalises_and_follows_the_seed(mini_corpu
                for s, x in enumerate(runs[0]))
 
 
+def test_saturation_adds_harmonics_keeps_the_level_and_follows_the_seed(mini_corpus, monkeypatch):
+    import training.train
+    from training.augment import saturate
+    from training.train import MultitrackSet
+
+    rate = 44100
+    tone = np.repeat(0.3 * np.sin(2 * np.pi * 100 * np.arange(rate) / rate)[:, None], 2, axis=1).astype(np.float32)
+    for seed in range(12):
+        y = saturate(tone, np.random.default_rng(seed))
+        assert y.shape == tone.shape and y.dtype == np.float32
+        np.testing.assert_allclose(np.sqrt(np.mean(y**2)), np.sqrt(np.mean(tone**2)), rtol=1e-4)  # level kept
+        spectrum = np.abs(np.fft.rfft(y[:, 0]))  # 1 Hz bins: the 100 Hz tone gains harmonics at 200-500 Hz
+        assert spectrum[[200, 300, 400, 500]].max() > 0.01 * spectrum[100], seed
+        assert abs(y.mean()) < 1e-3  # no DC from the biased shaper
+        np.testing.assert_array_equal(y, saturate(tone, np.random.default_rng(seed)))
+    np.testing.assert_array_equal(saturate(np.zeros((64, 2), np.float32), np.random.default_rng(0)), 0)
+
+    data = MultitrackSet(str(mini_corpus), "train")
+    n = 1024 * 31
+    plain = [data.example(np.random.default_rng(seed), n, 0.5)[0] for seed in range(4)]
+    off = [data.example(np.random.default_rng(seed), n, 0.5, saturate_p=0.0)[0] for seed in range(4)]
+    for a, b in zip(plain, off):  # p = 0 draws nothing: runs from before --saturate see the same examples
+        np.testing.assert_array_equal(a, b)
+    calls = []
+    monkeypatch.setattr(training.train, "saturate", lambda x, rng: calls.append(x.shape) or saturate(x, rng))
+    on = [data.example(np.random.default_rng(seed), n, 0.5, saturate_p=1.0)[0] for seed in range(4)]
+    assert calls == [(n, 2)] * 16  # p = 1: every stem of every example
+    runs = [[data.example(np.random.default_rng(seed), n, 0.5, saturate_p=0.5)[0] for seed in range(4)] for _ in range(2)]
+    for x, y in zip(*runs):
+        np.testing.assert_array_equal(x, y)
+    assert 16 < len(calls) < 32 + 16 and on[0].shape == (4, n, 2)
+
+
 def test_a_few_training_steps_reduce_the_loss(mini_corpus):
     import torch
 
@@ -247,6 +280,10 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     assert phases(grow).splitlines()[1] == ("  - steps 100–300: lr 0.0001, targets uniform (the authors'), 16 gm + 114 wide"
                                             " growing to 16 gm + 134 wide train songs, timbre augmentation (re-pitch,"
                                             " random EQ), weights' EMA 0.999")
+    grow.append({**grow[-1], "step": 400, "saturate": 0.3})  # turning saturation on starts a phase
+    assert phases(grow).splitlines()[2] == ("  - steps 300–400: lr 0.0001, targets uniform (the authors'), 16 gm + 134 wide"
+                                            " train songs, timbre augmentation (re-pitch, random EQ), saturation of each"
+                                            " stem with probability 0.3, weights' EMA 0.999")
 
 
 @pytest.mark.slow  # ~40 s: three short runs

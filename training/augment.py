@@ -8,7 +8,10 @@ before the mixture is summed (so mixture = sum of stems still holds):
 - :func:`repitch` — a speed change of a few semitones (pitch, formants and tempo together), the
   "repitch" augmentation of Demucs (Défossez et al., 2019/2021), by polyphase resampling;
 - :func:`random_eq` — a low shelf, a peak and a high shelf with random frequencies and gains
-  (pedalboard's RBJ biquads), a crude stand-in for other microphones, instruments and mixes.
+  (pedalboard's RBJ biquads), a crude stand-in for other microphones, instruments and mixes;
+- :func:`saturate` (``--saturate``) — a random waveshaper (asymmetric soft, cubic or hard clipping)
+  at 3–24 dB of drive, in parallel with the dry stem, at the stem's own loudness: the harmonics that
+  preamps, tape and amps add to any source, so that "has many harmonics" stops meaning one stem.
 """
 
 from __future__ import annotations
@@ -64,3 +67,29 @@ def random_eq(x: np.ndarray, rng: np.random.Generator, max_db: float = 6.0) -> n
     ])
     y = board(np.ascontiguousarray(x.T, dtype=np.float32), SAMPLE_RATE, reset=True)
     return np.ascontiguousarray(y.T)
+
+
+#: Waveshapers :func:`saturate` draws from; y = f(x) for x scaled by the drive, before the level is restored.
+SHAPERS = ("soft", "cubic", "hard")
+
+
+def saturate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(n, 2)`` float32 through a random waveshaper (:data:`SHAPERS`) at 3–24 dB of drive, mixed
+    30–100 % with the dry signal and scaled back to the input's RMS (the remix draws the level)."""
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms == 0.0:
+        return x
+    y = x.astype(np.float64) / (np.abs(x).max() * 10 ** (-rng.uniform(3, 24) / 20))
+    shaper = SHAPERS[int(rng.integers(len(SHAPERS)))]
+    if shaper == "soft":  # a biased tanh: even harmonics as well as odd ones, like a single-ended stage
+        bias = rng.uniform(0.0, 0.5)
+        y = np.tanh(y + bias) - np.tanh(bias)
+    elif shaper == "cubic":
+        y = np.clip(y, -1.0, 1.0)
+        y = 1.5 * y - 0.5 * y**3
+    else:
+        y = np.clip(y, -1.0, 1.0)
+    y -= y.mean(axis=0)  # the bias's DC offset
+    wet = rng.uniform(0.3, 1.0)
+    y = (1 - wet) * x / rms + wet * y / (np.sqrt(np.mean(y**2)) + 1e-12)
+    return np.ascontiguousarray(y * (rms / (np.sqrt(np.mean(y**2)) + 1e-12)), dtype=np.float32)
