@@ -90,6 +90,24 @@ def test_the_shift_split_uses_no_source_any_other_split_uses(mini_corpus, shift_
     assert sum(np.abs(sf.read(shift_song / f"{s}.wav", dtype="float32")[0]).max() > 0.01 for s in STEMS) >= 3
 
 
+def test_the_transfer_study_re_renders_shift_and_test_songs_through_the_other_effects_chain(mini_corpus, shift_song,
+                                                                                              tmp_path):
+    """shift-stdfx = the shift song through the standard chain; test-shiftfx = the test song through the shift one."""
+    corpus.generate(str(tmp_path), {"shift-stdfx": 1}, (20.0, 22.0), seed=7, workers=1, progress=False)
+    corpus.generate(str(tmp_path), {"test-shiftfx": 1}, SECONDS, seed=7, workers=1, progress=False)
+    for study, original in ((tmp_path / "shift-stdfx" / "synth-shift-stdfx-000", shift_song),
+                            (tmp_path / "test-shiftfx" / "synth-test-shiftfx-000", mini_corpus / "test" / "synth-test-000")):
+        meta, before = (json.loads((d / "song.json").read_text()) for d in (study, original))
+        assert meta.pop("study") == study.parent.name
+        assert meta.pop("fx") != before.pop("fx") and meta["split"] == before["split"]
+        assert meta == before  # same seed, score, SoundFont, programs and voice: only the effects differ
+        mix = sf.read(study / "mixture.wav", dtype="int16")[0].astype(np.int32)
+        np.testing.assert_array_equal(mix, sum(sf.read(study / f"{s}.wav", dtype="int16")[0].astype(np.int32)
+                                               for s in STEMS))
+        assert mix.shape == sf.read(original / "mixture.wav", dtype="int16")[0].shape
+        assert not np.array_equal(mix, sf.read(original / "mixture.wav", dtype="int16")[0])
+
+
 def test_generation_is_deterministic():
     need_debian_tools()
     a, meta_a = make_song(7, "valid", 0, SECONDS)

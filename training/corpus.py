@@ -12,7 +12,10 @@ train/valid and a disjoint pool for test, so test numbers measure
 generalisation to unseen timbres. The ``shift`` split (``--shift N``) goes
 further, a transfer test: other SoundFonts (one of them FM synthesis), another
 speech engine (flite) and an effects chain of its own, none of which any other
-split uses (opl3-soundfont, csound-soundfont and flite from Debian). Needs FluidSynth + GM SoundFonts (Debian:
+split uses (opl3-soundfont, csound-soundfont and flite from Debian). ``--study N``
+adds the transfer study's two cross-over splits (:data:`STUDY_SPLITS`): shift songs
+through the standard effects and test songs through the shift effects, which divide
+the shift split's loss between its sources and its effects. Needs FluidSynth + GM SoundFonts (Debian:
 fluidsynth, fluid-soundfont-gm, timgm6mb-soundfont,
 musescore-general-soundfont-small), espeak-ng, and the Python packages of
 the ``train`` extra (``pip install -e ".[train]"``); the runtime package needs none of them.
@@ -35,8 +38,14 @@ from .render import SAMPLE_RATE, master, new_song, pan_mono, render_tracks, stem
 from .voice import VoiceSettings, sing
 
 STEMS = ("vocals", "drums", "bass", "other")
-SPLITS = ("valid", "train", "test", "shift")  # generation order: validation first, so training can start early
+SPLITS = ("valid", "train", "test", "shift", "shift-stdfx", "test-shiftfx")  # generation order: validation first
 SPLIT_ID = {"train": 1, "valid": 2, "test": 3, "shift": 4}
+#: The transfer study's cross-over splits (``--study N``): the shift split's songs through the standard effects
+#: chain, and the test split's songs through the shift chain (and its codec band limit). Beside ``test`` and
+#: ``shift`` they divide the model's loss on the shift split between its sources and its effects. Each is
+#: ``{name: (the split whose songs it re-renders, the effects chain)}``; the songs are those splits' songs
+#: (same seeds, scores, instruments and voices) up to the effects.
+STUDY_SPLITS = {"shift-stdfx": ("shift", "standard"), "test-shiftfx": ("test", "shift")}
 
 SOUNDFONTS = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
@@ -128,10 +137,12 @@ def pick_voice(rng: np.random.Generator, pool: dict) -> tuple[VoiceSettings, int
     return voice, centre
 
 
-def make_song(seed: int, split: str, index: int, seconds: tuple, recipe: str = "wide") -> tuple[dict, dict]:
+def make_song(seed: int, split: str, index: int, seconds: tuple, recipe: str = "wide",
+              fx: str | None = None) -> tuple[dict, dict]:
     """Compose, render and mix one song; returns (stems as int16 (samples, 2), metadata). Train and valid
     songs follow ``recipe`` ("wide": domain-randomised; "gm": the first model's recipe); test and shift
-    songs always the GM one with their own pools, so their figures stay comparable across models."""
+    songs always the GM one with their own pools, so their figures stay comparable across models.
+    ``fx``: the effects chain ("standard" or "shift"), by default the split's own (see :data:`STUDY_SPLITS`)."""
     if recipe == "wide" and split in ("train", "valid"):
         from .wide import make_wide_song
 
@@ -144,7 +155,7 @@ def make_song(seed: int, split: str, index: int, seconds: tuple, recipe: str = "
     score = Composer(rng, programs, float(rng.uniform(*seconds))).compose()
     soundfonts = split_soundfonts(split)
     soundfont = soundfonts[int(rng.integers(len(soundfonts)))]
-    fx = "shift" if split == "shift" else "standard"
+    fx = fx or ("shift" if split == "shift" else "standard")
     room = float(rng.uniform(0.2, 0.8))
     dry = {}
     for stem in ("drums", "bass", "other"):
@@ -200,7 +211,12 @@ def write_song(root: str, seed: int, split: str, index: int, seconds: tuple, rec
     folder = os.path.join(root, split, song_name(split, index))
     if os.path.exists(os.path.join(folder, "song.json")):
         return folder  # resumable: finished songs are kept
-    stems, meta = make_song(seed, split, index, seconds, recipe)
+    if split in STUDY_SPLITS:
+        source, fx = STUDY_SPLITS[split]
+        stems, meta = make_song(seed, source, index, seconds, recipe, fx)
+        meta["study"] = split
+    else:
+        stems, meta = make_song(seed, split, index, seconds, recipe)
     mixture = sum(s.astype(np.int32) for s in stems.values())
     if np.abs(mixture).max() > 32767:
         raise RuntimeError(f"{folder}: mixture clips after quantisation")
@@ -259,6 +275,9 @@ def main(argv=None) -> int:
     p.add_argument("--valid", type=int, default=14)
     p.add_argument("--test", type=int, default=50)
     p.add_argument("--shift", type=int, default=0, help="songs of the transfer split (held-out sources)")
+    p.add_argument("--study", type=int, default=0,
+                   help="songs of each transfer-study split: shift-stdfx (shift songs, standard effects) and "
+                        "test-shiftfx (test songs, the shift effects); use the shift/test --seconds")
     p.add_argument("--seconds", default="60,180", help="song length range in seconds, 'lo,hi'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -266,7 +285,8 @@ def main(argv=None) -> int:
                    help="train/valid sources: wide (domain-randomised, default) or gm (the first model's)")
     args = p.parse_args(argv)
     lo, hi = (float(v) for v in args.seconds.split(","))
-    generate(args.root, {"train": args.train, "valid": args.valid, "test": args.test, "shift": args.shift},
+    generate(args.root, {"train": args.train, "valid": args.valid, "test": args.test, "shift": args.shift,
+                         **{split: args.study for split in STUDY_SPLITS}},
              (lo, hi), args.seed, args.workers, recipe=args.recipe)  # fmt: skip
     return 0
 
