@@ -422,3 +422,28 @@ def test_qat_student_is_the_exported_graph_moves_towards_its_teacher_resumes_and
                  "--int8", str(out / "best.int8.xml")]) == 0  # fmt: skip
     steps = ov.Core().read_model(str(out / "best.int8.xml")).get_rt_info(["lightsaft", "qat_steps"]).astype(str)
     assert steps == str(second["best"]["step"])
+
+
+def test_the_card_divides_the_shift_loss_between_held_out_effects_and_sources():
+    from training.model_card import STEMS as CARD_STEMS
+    from training.model_card import replace_section, transfer_section
+
+    def report(songs, model, mix4):
+        summary = {"model": {}, "mix/4": {}, "IRM": {}}
+        for k, m, x in zip(CARD_STEMS + ("mean",), model, mix4):
+            summary["model"][k], summary["mix/4"][k], summary["IRM"][k] = {"mdx": m}, {"mdx": x}, {"mdx": 10.0}
+        return {"songs": songs, "summary": summary}
+
+    test = report(50, [5, 3, 4.5, 7.5, 5], [1, -1.5, 0.5, 1.5, 0.375])  # gains 4 4.5 4 6 4.625
+    shift = report(30, [1.5, 2, 3, 2.5, 2.25], [0, -2.5, 2, 1, 0.125])  # 1.5 4.5 1 1.5 2.125
+    stdfx = report(30, [2, 2.5, 5, 4, 3.375], [0, -2.5, 2, 1, 0.125])  # 2 5 3 3 3.25
+    shiftfx = report(30, [0, -5, 5.5, 3.5, 1], [-4.5, -12.5, 2, -0.5, -3.875])
+    section = transfer_section(test, shift, study={"shift-stdfx": stdfx, "test-shiftfx": shiftfx})
+    assert "| shift-stdfx: the shift songs, standard effects | 30 | +2.00 | +5.00 | +3.00 | +3.00 | +3.25 |" in section
+    assert "| test-shiftfx: the test songs, shift effects | 30 | +4.50 | +7.50 | +3.50 | +4.00 | +4.88 |" in section
+    assert ("cost vocals 0.50, drums 0.50, bass 2.00, other 1.50, mean 1.12 dB and its held-out sources (OPL3/csound"
+            " SoundFonts, flite) vocals 2.00, drums -0.50, bass 1.00, other 3.00, mean 1.38 dB.") in section
+    card = replace_section("# card\n\n## Using other weights\n- x\n", section)
+    assert card.index("## Transfer") < card.index("## Using other weights")
+    assert replace_section(card, transfer_section(test, shift)).count("## Transfer") == 1
+    assert "transfer study" not in replace_section(card, transfer_section(test, shift))
