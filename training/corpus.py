@@ -155,6 +155,10 @@ def make_song(seed: int, split: str, index: int, seconds: tuple, recipe: str = "
     score = Composer(rng, programs, float(rng.uniform(*seconds))).compose()
     soundfonts = split_soundfonts(split)
     soundfont = soundfonts[int(rng.integers(len(soundfonts)))]
+    # The shift chain keeps each stem at its level as drawn (its drive and heavy compression would change
+    # it), and so does a study split's (fx given): shift-stdfx's stems keep the shift songs' balance, and
+    # test-shiftfx's the test songs' as drawn, before the standard chain's modest level changes.
+    keep_level = split == "shift" or fx is not None
     fx = fx or ("shift" if split == "shift" else "standard")
     room = float(rng.uniform(0.2, 0.8))
     dry = {}
@@ -186,7 +190,7 @@ def make_song(seed: int, split: str, index: int, seconds: tuple, recipe: str = "
         if peak > 0:
             x = x / peak * float(10 ** (rng.uniform(-6, 0) / 20))
         wet[stem] = stem_chain(stem, rng, room, fx)(x, SAMPLE_RATE).astype(np.float32)
-        if fx == "shift":  # drive and heavy compression change loudness: keep the stem's level as drawn
+        if keep_level:
             wet[stem] *= float(np.sqrt(np.mean(x ** 2)) / (np.sqrt(np.mean(wet[stem] ** 2)) + 1e-12))
     mixed = master(wet, rng, codec=fx == "shift")
     stems = {k: np.round(np.clip(v, -1, 1) * 32767).astype(np.int16) for k, v in mixed.items()}
