@@ -428,21 +428,30 @@ def test_the_card_divides_the_shift_loss_between_held_out_effects_and_sources():
     from training.model_card import STEMS as CARD_STEMS
     from training.model_card import replace_section, transfer_section
 
-    def report(songs, model, mix4):
-        summary = {"model": {}, "mix/4": {}, "IRM": {}}
-        for k, m, x in zip(CARD_STEMS + ("mean",), model, mix4):
-            summary["model"][k], summary["mix/4"][k], summary["IRM"][k] = {"mdx": m}, {"mdx": x}, {"mdx": 10.0}
-        return {"songs": songs, "summary": summary}
+    def report(split, songs):
+        """An evaluate report: ``songs`` = [(model per stem, mix/4 per stem)], the summary their means."""
+        per_song = [{"song": f"synth-{split}-{i:03d}",
+                     **{system: {k: {"mdx": v} for k, v in zip(CARD_STEMS, values)} for system, values in
+                        (("model", m), ("mix/4", x), ("IRM", [10.0] * 4))}} for i, (m, x) in enumerate(songs)]
+        summary = {system: {k: {"mdx": float(np.mean([r[system][k]["mdx"] for r in per_song]))} for k in CARD_STEMS}
+                   for system in ("model", "mix/4", "IRM")}
+        for system in summary:
+            summary[system]["mean"] = {"mdx": float(np.mean([summary[system][k]["mdx"] for k in CARD_STEMS]))}
+        return {"songs": len(songs), "per_song": per_song, "summary": summary}
 
-    test = report(50, [5, 3, 4.5, 7.5, 5], [1, -1.5, 0.5, 1.5, 0.375])  # gains 4 4.5 4 6 4.625
-    shift = report(30, [1.5, 2, 3, 2.5, 2.25], [0, -2.5, 2, 1, 0.125])  # 1.5 4.5 1 1.5 2.125
-    stdfx = report(30, [2, 2.5, 5, 4, 3.375], [0, -2.5, 2, 1, 0.125])  # 2 5 3 3 3.25
-    shiftfx = report(30, [0, -5, 5.5, 3.5, 1], [-4.5, -12.5, 2, -0.5, -3.875])
+    zero = [0.0] * 4
+    test = report("test", [([4, 4, 4, 6], zero), ([6, 5, 4, 6], zero)])  # gains 5 4.5 4 6, mean 4.875
+    shift = report("shift", [([1, 4, 1, 1], zero), ([3, 5, 1, 2], zero)])  # 2 4.5 1 1.5, mean 2.25
+    stdfx = report("shift-stdfx", [([2, 5, 3, 3], zero)])  # the first shift song: 1 4 1 1 with its own effects
+    shiftfx = report("test-shiftfx", [([3, 3, 3, 4], [-1, -1, 0, 0])])  # the first test song: 4 4 4 6
     section = transfer_section(test, shift, study={"shift-stdfx": stdfx, "test-shiftfx": shiftfx})
-    assert "| shift-stdfx: the shift songs, standard effects | 30 | +2.00 | +5.00 | +3.00 | +3.00 | +3.25 |" in section
-    assert "| test-shiftfx: the test songs, shift effects | 30 | +4.50 | +7.50 | +3.50 | +4.00 | +4.88 |" in section
-    assert ("cost vocals 0.50, drums 0.50, bass 2.00, other 1.50, mean 1.12 dB and its held-out sources (OPL3/csound"
-            " SoundFonts, flite) vocals 2.00, drums -0.50, bass 1.00, other 3.00, mean 1.38 dB.") in section
+    assert "| test: unseen programs/voices, standard effects | 2 | +5.00 | +4.50 | +4.00 | +6.00 | +4.88 |" in section
+    assert "| test-shiftfx: those test songs, shift effects | 1 | +4.00 | +4.00 | +3.00 | +4.00 | +3.75 |" in section
+    assert "| shift-stdfx: those shift songs, standard effects | 1 | +2.00 | +5.00 | +3.00 | +3.00 | +3.25 |" in section
+    assert ("cost the shift songs vocals 1.00, drums 1.00, bass 2.00, other 2.00, mean 1.50 dB, and the test songs "
+            "vocals 0.00, drums 0.00, bass 1.00, other 2.00, mean 0.75 dB; with the standard effects, the held-out "
+            "sources (OPL3/csound SoundFonts, flite) still cost vocals 3.00, drums -0.50, bass 1.00, other 3.00, "
+            "mean 1.62 dB against the test split.") in section
     card = replace_section("# card\n\n## Using other weights\n- x\n", section)
     assert card.index("## Transfer") < card.index("## Using other weights")
     assert replace_section(card, transfer_section(test, shift)).count("## Transfer") == 1
