@@ -11,6 +11,11 @@ with randomised parameters:
 - keys and leads for *other*: ``supersaw`` (detuned saws, pads and leads),
   ``pluck`` (Karplus-Strong string), ``organ`` (additive drawbars), ``fmkeys``
   (electric-piano-like FM), ``pwm``;
+- ``opfm`` for both: two-operator FM with the non-sine operator waveforms of
+  the cheap FM chips behind a generation of game and PC music (half-, absolute-
+  and quarter-sine, square), frequency or additive connection, and percussive
+  or held envelopes: FM brass, strings, organs, bells and basses that all
+  sound alike in a way no sample SoundFont does;
 - ``amp``: a guitar amplifier and cabinet (pre-EQ, asymmetric waveshaper,
   cabinet band-pass with a resonance) built from scipy filters, not from the
   pedalboard plugins the shift split's held-out chain uses.
@@ -24,8 +29,10 @@ import numpy as np
 from scipy.signal import butter, iirpeak, lfilter, sosfilt, tf2sos
 
 SAMPLE_RATE = 44100
-BASSES = ("fm", "saw", "square", "sub")
-KEYS = ("supersaw", "pluck", "organ", "fmkeys", "pwm")
+BASSES = ("fm", "saw", "square", "sub", "opfm")
+KEYS = ("supersaw", "pluck", "organ", "fmkeys", "pwm", "opfm")
+#: Operator waveforms of ``opfm`` (functions of the phase in cycles).
+WAVES = ("sine", "half", "abs", "quarter", "square")
 
 
 def _hz(pitch: float) -> float:
@@ -53,6 +60,20 @@ def _saw(f: float, n: int, start_phase: float = 0.0) -> np.ndarray:
 def _square(f: float, n: int, width: float = 0.5) -> np.ndarray:
     """Difference of two band-limited saws = band-limited pulse of duty ``width``."""
     return 0.5 * (_saw(f, n) - _saw(f, n, width))
+
+
+def _wave(kind: str, phase: np.ndarray) -> np.ndarray:
+    """One operator's waveform at ``phase`` (in cycles): a sine, or one of its clipped/rectified variants."""
+    s = np.sin(2 * np.pi * phase)
+    if kind == "half":
+        return np.maximum(s, 0.0)
+    if kind == "abs":
+        return np.abs(s)
+    if kind == "quarter":  # the rising quarter of |sin| in each half cycle, silent in the other quarter
+        return np.where((phase % 0.5) < 0.25, np.abs(s), 0.0)
+    if kind == "square":
+        return np.sign(s)
+    return s
 
 
 def _adsr(n: int, gate: int, a: float, d: float, s: float, r: float) -> np.ndarray:
@@ -86,6 +107,11 @@ class Patch:
             "organ": dict(bars=u(0, 1, 6).tolist(), leslie=u(0.0, 0.004)),
             "fmkeys": dict(ratio=float(rng.choice([1.0, 2.0, 3.5, 14.0])), index=u(0.5, 4.0), decay=u(0.3, 2.0)),
             "pwm": dict(rate=u(0.2, 5.0), depth=u(0.05, 0.35), cut=u(800, 6000)),
+            "opfm": dict(carrier=str(rng.choice(WAVES)), modulator=str(rng.choice(WAVES)),
+                         ratio=float(rng.choice([0.5, 1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0])),
+                         index=u(0.3, 5.0), index_decay=u(0.05, 2.0), additive=bool(rng.random() < 0.25),
+                         attack=u(0.002, 0.15), decay=u(0.1, 1.5), sustain=float(rng.choice([0.0, u(0.3, 0.9)])),
+                         release=u(0.03, 0.4), tremolo=u(0.0, 0.3) if rng.random() < 0.3 else 0.0),
         }[kind]
         self.gain = 1.0
 
@@ -135,6 +161,18 @@ class Patch:
             index = p["index"] * np.exp(-t / (p["decay"] / 3))
             y = np.sin(2 * np.pi * f * t + index * np.sin(2 * np.pi * f * p["ratio"] * t))
             env = np.exp(-t / p["decay"]) * np.where(np.arange(n) < gate, 1.0, np.exp(-(t - gate / SAMPLE_RATE) / 0.15))
+        elif self.kind == "opfm":
+            mod = _wave(p["modulator"], f * p["ratio"] * t) - (0.5 if p["modulator"] in ("half", "abs", "quarter") else 0.0)
+            mod *= p["index"] * (0.3 + 0.7 * np.exp(-t / p["index_decay"]))
+            if p["additive"]:  # both operators heard (the chips' second connection), the modulator at a lower level
+                y = 0.5 * _wave(p["carrier"], f * t) + 0.5 * mod / max(p["index"], 1e-3)
+            else:
+                # |sin| repeats every half cycle: an abs carrier runs at half speed to sound the note's pitch
+                y = _wave(p["carrier"], f * (0.5 if p["carrier"] == "abs" else 1.0) * t + mod / (2 * np.pi))
+            y = y - (np.mean(y) if len(y) else 0.0)  # rectified waveforms carry DC
+            y = _lowpass(y, 12000.0)  # the chips' output filter; it also tames the square's aliasing
+            env = _adsr(n, gate, p["attack"], p["decay"], p["sustain"], p["release"])
+            env *= 1 - p["tremolo"] * (0.5 + 0.5 * np.sin(2 * np.pi * 3.7 * t))
         else:  # pwm
             width = 0.5 + p["depth"] * np.sin(2 * np.pi * p["rate"] * t)
             y = _lowpass(np.where(((f * t) % 1.0) < width, 1.0, -1.0), p["cut"])  # the filter tames the aliasing

@@ -12,8 +12,8 @@ not by a timbre:
   sibilance; doubled and harmony lines; spoken/rapped phrases; delay throws;
 - drums: recorded Hydrogen kits (multi-layered samples, their own rooms) beside
   the GM kits; ghost notes, cymbal washes, room mics and bus compression;
-- bass: GM basses or synthesised ones (FM, subtractive saw/square, sub);
-- other: GM programs, synthesised keys/pads/leads, guitars through an amp
+- bass: GM basses or synthesised ones (FM, subtractive saw/square, sub, operator FM);
+- other: GM programs, synthesised keys/pads/leads (operator FM among them), guitars through an amp
   simulator (clean or distorted), and vocal-like sounds (choir pads, voice
   leads) that belong to *other*;
 - mix: per-stem EQ/compression/reverb, random stereo width, and a band limit
@@ -39,6 +39,11 @@ from .corpus import POOLS, SOUNDFONTS, WIDE, song_rng
 from .render import SAMPLE_RATE, master, new_song, pan_mono, render_tracks, stem_chain
 from .synth import BASSES, KEYS, Patch, amp
 from .voice import VoiceSettings, sing
+
+
+#: Bumped whenever the recipe's sources change (songs of one (seed, split, index) differ between versions):
+#: 2 added operator FM (``synth.opfm``) to the basses and keys and drew synthesised parts for *other* more often.
+RECIPE_VERSION = 2
 
 
 def pick_voice(rng: np.random.Generator) -> tuple[VoiceSettings, int]:
@@ -160,7 +165,7 @@ def make_wide_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[d
     dry["other"] = np.zeros((int(round(dur * SAMPLE_RATE)), 2), np.float32)
     sources["other"] = []
     for track in [t for t in score.tracks if t.stem == "other"]:
-        if rng.random() < 0.3:
+        if rng.random() < 0.4:
             kind = KEYS[int(rng.integers(len(KEYS)))]
             y, label = Patch(kind, rng).render(track, dur), f"synth:{kind}"
         else:
@@ -207,7 +212,8 @@ def make_wide_song(seed: int, split: str, index: int, seconds: tuple) -> tuple[d
     mixed = master(wet, rng)
     stems = {k: np.round(np.clip(v, -1, 1) * 32767).astype(np.int16) for k, v in mixed.items()}
     meta = {
-        "seed": seed, "split": split, "index": index, "recipe": "wide", "tempo": round(score.tempo, 2),
+        "seed": seed, "split": split, "index": index, "recipe": "wide", "recipe_version": RECIPE_VERSION,
+        "tempo": round(score.tempo, 2),
         "beats_per_bar": score.beats_per_bar, "key": score.key, "mode": score.mode, "duration": round(dur, 3),
         "soundfont": os.path.basename(soundfont),
         "sections": [{"kind": k, "start": round(a, 3), "end": round(b, 3), "stems": sorted(s)}
