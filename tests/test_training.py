@@ -230,6 +230,71 @@ def test_saturation_adds_harmonics_keeps_the_level_and_follows_the_seed(mini_cor
     assert 16 < len(calls) < 32 + 16 and on[0].shape == (4, n, 2)
 
 
+def test_effects_chain_changes_the_sound_keeps_the_level_and_follows_the_seed(mini_corpus, monkeypatch):
+    import training.train
+    from training import augment
+    from training.train import MultitrackSet
+
+    rate = 44100
+    t = np.arange(rate) / rate
+    tone = np.stack([0.3 * np.sin(2 * np.pi * 110 * t), 0.2 * np.sin(2 * np.pi * 165 * t)], axis=1).astype(np.float32)
+    seen = set()
+    for seed in range(40):
+        chosen = []
+        for name in ("_phaser", "_modulated_delay", "_echo", "saturate"):  # which effects each seed drew
+            real = getattr(augment, name)
+            monkeypatch.setattr(augment, name, lambda *a, real=real, name=name: chosen.append(name) or real(*a))
+        y = augment.effects(tone, np.random.default_rng(seed))
+        monkeypatch.undo()
+        assert chosen and y.shape == tone.shape and y.dtype == np.float32 and np.isfinite(y).all()
+        np.testing.assert_allclose(np.sqrt(np.mean(y**2)), np.sqrt(np.mean(tone**2)), rtol=1e-4)  # level kept
+        assert np.abs(y - tone).max() > 0.05 * np.abs(tone).max(), (seed, chosen)  # it did something audible
+        np.testing.assert_array_equal(y, augment.effects(tone, np.random.default_rng(seed)))
+        seen.update(chosen)
+    assert seen == {"_phaser", "_modulated_delay", "_echo", "saturate"}
+    np.testing.assert_array_equal(augment.effects(np.zeros((64, 2), np.float32), np.random.default_rng(0)), 0)
+
+    # an echo is the signal again, later: an impulse comes back at one delay, then fainter
+    click = np.zeros((rate, 2), np.float32)
+    click[100] = 1.0
+    echoed = augment._echo(click, np.random.default_rng(3))
+    peaks = np.flatnonzero(np.abs(echoed).max(axis=1) > 1e-6)
+    assert peaks[0] == 100 and len(peaks) >= 2 and len(set(np.diff(peaks))) == 1
+    # a phaser is all-pass plus dry: the long-term spectrum of noise keeps its level within a few dB
+    noise = np.random.default_rng(1).standard_normal((rate, 2)).astype(np.float32) * 0.1
+    phased = augment._phaser(noise, np.random.default_rng(2))
+    assert 0.5 < np.std(phased) / np.std(noise) < 1.5
+
+    data = MultitrackSet(str(mini_corpus), "train")
+    n = 1024 * 31
+    plain = [data.example(np.random.default_rng(seed), n, 0.5)[0] for seed in range(4)]
+    off = [data.example(np.random.default_rng(seed), n, 0.5, fx_p=0.0)[0] for seed in range(4)]
+    for a, b in zip(plain, off):  # p = 0 draws nothing: runs from before --fx see the same examples
+        np.testing.assert_array_equal(a, b)
+    calls = []
+    monkeypatch.setattr(training.train, "effects", lambda x, rng: calls.append(x.shape) or augment.effects(x, rng))
+    data.example(np.random.default_rng(0), n, 0.5, fx_p=1.0)
+    assert calls == [(n, 2)] * 4  # p = 1: every stem
+
+
+def test_operator_fm_patches_sound_the_note_and_follow_the_seed():
+    from training.synth import BASSES, KEYS, WAVES, Patch
+
+    assert "opfm" in BASSES and "opfm" in KEYS
+    rate, waves = 44100, set()
+    for seed in range(24):
+        patch = Patch("opfm", np.random.default_rng(seed))
+        waves.update((patch.p["carrier"], patch.p["modulator"]))
+        y = patch.note(45, rate // 2, 100)  # A2, 110 Hz, held half a second
+        assert np.isfinite(y).all() and 0.01 < np.abs(y).max() < 4
+        np.testing.assert_array_equal(y, Patch("opfm", np.random.default_rng(seed)).note(45, rate // 2, 100))
+        # every partial sits on the note's harmonic series (the 0.5 ratio adds the sub-octave's): 55 Hz grid
+        spectrum = np.abs(np.fft.rfft(y[: rate // 2] * np.hanning(rate // 2)))
+        peak_hz = np.argmax(spectrum) * 2
+        assert min(peak_hz % 55, 55 - peak_hz % 55) <= 2, (seed, peak_hz, patch.p)
+    assert waves == set(WAVES)
+
+
 def test_a_few_training_steps_reduce_the_loss(mini_corpus):
     import torch
 
@@ -261,7 +326,7 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     assert first["step"] == 2
     log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 2 and np.isfinite(log[-1]["valid_loss"])
-    assert log[-1]["train_recipes"] == {"wide": 2}  # the model card's phases name what was trained on
+    assert log[-1]["train_recipes"] == {"wide v2": 2}  # the model card's phases name what was trained on
     second = train(str(mini_corpus), str(run), frames=16, batch_size=2, steps=4, valid_every=2, valid_batches=1,
                    progress=False)  # fmt: skip
     assert second["step"] == 4  # resumed from step 2, not restarted
@@ -294,7 +359,7 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     combined = read_log(str(run), str(history))
     assert [r["step"] for r in combined] == [100, 102, 104]
     assert phases(combined).splitlines() == ["  - steps 0–100: lr 0.001, targets uniform (the authors'), 3 train songs",
-                                             "  - steps 100–104: lr 0.001, targets uniform (the authors'), 2 wide train songs"]
+                                             "  - steps 100–104: lr 0.001, targets uniform (the authors'), 2 wide v2 train songs"]
     # a corpus growing under a running phase stays one phase; augmentation and EMA are named
     grow = [{"step": s, "train_songs": n, "train_recipes": {"gm": 16, "wide": n - 16}, "lr": 1e-4, "timbre": s > 100,
              "ema": 0.999 if s > 100 else None} for s, n in ((100, 116), (200, 130), (300, 150))]
@@ -305,6 +370,9 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     assert phases(grow).splitlines()[2] == ("  - steps 300–400: lr 0.0001, targets uniform (the authors'), 16 gm + 134 wide"
                                             " train songs, timbre augmentation (re-pitch, random EQ), saturation of each"
                                             " stem with probability 0.3, weights' EMA 0.999")
+    grow.append({**grow[-1], "step": 500, "saturate": None, "fx": 0.4})  # so does the effects chain
+    assert phases(grow).splitlines()[3].endswith("random EQ), an effects chain (drive, modulation, echoes) on each"
+                                                 " stem with probability 0.4, weights' EMA 0.999")
 
 
 @pytest.mark.slow  # ~40 s: three short runs

@@ -11,7 +11,11 @@ before the mixture is summed (so mixture = sum of stems still holds):
   (pedalboard's RBJ biquads), a crude stand-in for other microphones, instruments and mixes;
 - :func:`saturate` (``--saturate``) — a random waveshaper (asymmetric soft, cubic or hard clipping)
   at 3–24 dB of drive, in parallel with the dry stem, at the stem's own loudness: the harmonics that
-  preamps, tape and amps add to any source, so that "has many harmonics" stops meaning one stem.
+  preamps, tape and amps add to any source, so that "has many harmonics" stops meaning one stem;
+- :func:`effects` (``--fx``) — a random chain of the effects that producers put on any stem: drive
+  into a cabinet-like low-pass, modulation (chorus, flanger or phaser) and echoes, written here in
+  numpy/scipy (the shift split's chain is pedalboard's; these are other implementations of the same
+  families, so that a chorused bass or a distorted keyboard stops sounding like another stem).
 """
 
 from __future__ import annotations
@@ -93,3 +97,90 @@ def saturate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     wet = rng.uniform(0.3, 1.0)
     y = (1 - wet) * x / rms + wet * y / (np.sqrt(np.mean(y**2)) + 1e-12)
     return np.ascontiguousarray(y * (rms / (np.sqrt(np.mean(y**2)) + 1e-12)), dtype=np.float32)
+
+
+#: Effects :func:`effects` draws from, each with its probability (at least one is applied).
+EFFECTS = {"drive": 0.5, "modulation": 0.5, "echo": 0.35}
+
+
+def _at_rms(y: np.ndarray, rms: float) -> np.ndarray:
+    return np.ascontiguousarray(y * (rms / (np.sqrt(np.mean(y**2)) + 1e-12)), dtype=np.float32)
+
+
+def _lowpass(y: np.ndarray, cutoff: float) -> np.ndarray:
+    from scipy.signal import butter, sosfilt
+
+    return sosfilt(butter(2, cutoff, fs=SAMPLE_RATE, output="sos"), y, axis=0)
+
+
+def _modulated_delay(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Chorus (10-30 ms, slow) or flanger (1-5 ms, with feedback-like depth): ``x`` plus a copy read
+    through a delay swept by a sine LFO, the right channel's LFO a quarter cycle late (stereo spread)."""
+    flanger = rng.random() < 0.35
+    base = rng.uniform(0.001, 0.005) if flanger else rng.uniform(0.01, 0.03)
+    depth = base * rng.uniform(0.3, 0.9)
+    rate, mix = rng.uniform(0.1, 2.5), rng.uniform(0.3, 0.7)
+    n = np.arange(len(x))
+    out = np.empty_like(x, dtype=np.float64)
+    phase = rng.uniform(0, 2 * np.pi)
+    for c in range(x.shape[1]):
+        d = (base + depth * np.sin(2 * np.pi * rate * n / SAMPLE_RATE + phase + c * np.pi / 2)) * SAMPLE_RATE
+        pos = np.clip(n - d, 0, len(x) - 1)
+        i = np.floor(pos).astype(int)
+        frac = pos - i
+        j = np.minimum(i + 1, len(x) - 1)
+        out[:, c] = x[:, c] + mix * ((1 - frac) * x[i, c] + frac * x[j, c])
+    return out
+
+
+def _phaser(x: np.ndarray, rng: np.random.Generator, block: int = 512) -> np.ndarray:
+    """4-8 first-order all-passes whose break frequency an LFO sweeps (per block of 512 samples, 12 ms; each
+    stage's state carried over), mixed with the dry signal: the moving notches of a phaser."""
+    from scipy.signal import lfilter
+
+    stages, rate, mix = int(rng.integers(4, 9)), rng.uniform(0.1, 1.5), rng.uniform(0.4, 0.6)
+    lo, hi = np.log(rng.uniform(200, 600)), np.log(rng.uniform(1500, 5000))
+    phase = rng.uniform(0, 2 * np.pi)
+    state = np.zeros((stages, 1, x.shape[1]))
+    wet = np.empty_like(x, dtype=np.float64)
+    for a in range(0, len(x), block):
+        f = np.exp(lo + (hi - lo) * (0.5 + 0.5 * np.sin(2 * np.pi * rate * a / SAMPLE_RATE + phase)))
+        t = np.tan(np.pi * f / SAMPLE_RATE)
+        k = (t - 1) / (t + 1)  # all-pass H(z) = (k + z^-1) / (1 + k z^-1)
+        y = x[a : a + block].astype(np.float64)
+        for s in range(stages):
+            y, state[s] = lfilter([k, 1.0], [1.0, k], y, axis=0, zi=state[s])
+        wet[a : a + block] = y
+    return (1 - mix) * x + mix * wet
+
+
+def _echo(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Feedback echoes 80-450 ms apart, sometimes ping-ponged between the channels."""
+    d = int(rng.uniform(0.08, 0.45) * SAMPLE_RATE)
+    feedback, mix, ping = rng.uniform(0.2, 0.55), rng.uniform(0.1, 0.4), rng.random() < 0.5
+    out = x.astype(np.float64)
+    for k in range(1, 6):
+        if d * k >= len(x):
+            break
+        echo = x[: len(x) - d * k] * mix * feedback ** (k - 1)
+        out[d * k :] += echo[:, ::-1] if ping and k % 2 else echo
+    return out
+
+
+def effects(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(n, 2)`` float32 through a random chain of :data:`EFFECTS` in the order a guitarist's pedals
+    would have them (drive, modulation, echo), at the input's RMS (the remix draws the level)."""
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms == 0.0:
+        return x
+    chosen = [name for name, p in EFFECTS.items() if rng.random() < p]
+    if not chosen:
+        chosen = [list(EFFECTS)[int(rng.integers(len(EFFECTS)))]]
+    y = x
+    if "drive" in chosen:  # a waveshaper into a cabinet-like low-pass
+        y = _lowpass(saturate(y, rng), float(np.exp(rng.uniform(np.log(2500), np.log(9000)))))
+    if "modulation" in chosen:
+        y = _phaser(y, rng) if rng.random() < 0.35 else _modulated_delay(y, rng)
+    if "echo" in chosen:
+        y = _echo(y, rng)
+    return _at_rms(y, rms)

@@ -63,18 +63,19 @@ def phases(log: list) -> str:
         # a corpus that grows during a phase (same recipes) does not start a new one
         data = tuple(r["train_recipes"]) if r.get("train_recipes") else songs
         key = (r.get("lr", 1e-3), tuple(r["condition_p"]) if r.get("condition_p") else None, data,
-               bool(r.get("timbre")), r.get("ema"), r.get("saturate"))
+               bool(r.get("timbre")), r.get("ema"), r.get("saturate"), r.get("fx"))
         if rows and rows[-1][0] == key:
             rows[-1][2], rows[-1][4] = r["step"], songs
         else:
             rows.append([key, prev_step, r["step"], songs, songs])
         prev_step = r["step"]
     out = []
-    for (lr, p, _, timbre, ema, saturate), a, b, first, last in rows:
+    for (lr, p, _, timbre, ema, saturate, fx), a, b, first, last in rows:
         sampling = "uniform (the authors')" if p is None else "/".join(f"{v:g}" for v in p)
         songs = f"{last}" if first == last else f"{first} growing to {last}"
         extra = ((", timbre augmentation (re-pitch, random EQ)" if timbre else "")
                  + (f", saturation of each stem with probability {saturate:g}" if saturate else "")
+                 + (f", an effects chain (drive, modulation, echoes) on each stem with probability {fx:g}" if fx else "")
                  + (f", weights' EMA {ema:g}" if ema else ""))
         out.append(f"  - steps {a}–{b}: lr {lr:g}, targets {sampling}, {songs} train songs{extra}")
     return "\n".join(out)
@@ -82,7 +83,7 @@ def phases(log: list) -> str:
 
 def trained_on_wide(log: list) -> bool:
     """Whether any phase of ``log`` trained on the wide recipe (``train_recipes``)."""
-    return any("wide" in (r.get("train_recipes") or {}) for r in log)
+    return any(recipe.startswith("wide") for r in log for recipe in (r.get("train_recipes") or {}))
 
 
 def wide_paragraph(log: list) -> str:

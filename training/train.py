@@ -9,7 +9,7 @@ spectrogram; Adam. Examples are remixed on the fly: each stem from a random
 song and offset (or, with probability ``--coherent``, all stems from the same
 place of one song), random gain per stem and random channel swap; ``--timbre`` adds
 re-pitching and random EQ per stem, ``--saturate P`` a random waveshaper on each stem with
-probability P (``augment.py``).
+probability P, ``--fx P`` a random chain of drive, modulation and echoes (``augment.py``).
 
 Training windows may be shorter than the network's ``num_frame`` (256): the net
 is convolutional in time, frames need only be a multiple of 16. ``RUN_DIR``
@@ -34,7 +34,7 @@ import torch
 from lightsaft_infer.config import SOURCES, ModelConfig
 from lightsaft_infer.network import ConditionedUNet
 from lightsaft_infer.weights import save_weights
-from training.augment import SEMITONES, random_eq, repitch, repitch_span, saturate
+from training.augment import SEMITONES, effects, random_eq, repitch, repitch_span, saturate
 
 #: The MDX submission's LightSAFT configuration ("lightsaft_small" in the architecture notes).
 MDX_CONFIG = ModelConfig(
@@ -46,12 +46,15 @@ MDX_CONFIG = ModelConfig(
 
 def song_recipe(song_dir: str) -> str:
     """The corpus recipe recorded in ``song_dir/song.json`` by ``training.corpus`` ("gm" for songs from before
-    the wide recipe); "other" for folders without one, e.g. MUSDB18-HQ."""
+    the wide recipe; with its version from version 2 on, "wide v2"); "other" for folders without one, e.g.
+    MUSDB18-HQ."""
     try:
         with open(os.path.join(song_dir, "song.json")) as f:
-            return json.load(f).get("recipe", "gm")
+            meta = json.load(f)
     except (OSError, ValueError):
         return "other"
+    version = meta.get("recipe_version")
+    return meta.get("recipe", "gm") + (f" v{version}" if version else "")
 
 
 class MultitrackSet:
@@ -95,13 +98,14 @@ class MultitrackSet:
         return song, int(rng.integers(0, max(1, self.frames[song] - length)))
 
     def example(self, rng: np.random.Generator, length: int, coherent: float, augment: bool = True,
-                condition_p=None, timbre: bool = False, saturate_p: float = 0.0):
+                condition_p=None, timbre: bool = False, saturate_p: float = 0.0, fx_p: float = 0.0):
         """``(stems (4, length, 2), condition)`` with the stems in SOURCES order.
 
         ``condition_p``: probability of each source as the target (SOURCES order); uniform if None.
         ``timbre``: also re-pitch (p 0.3) and randomly equalise (p 0.5) each stem (``augment.py``).
         ``saturate_p``: probability of a random waveshaper on each stem (no draw at all when 0, so that
-        runs without it see the same examples as before it existed).
+        runs without it see the same examples as before it existed); ``fx_p`` likewise, for a random effects
+        chain (:func:`training.augment.effects`).
         """
         stems = []
         place = self.random_place(rng, length) if rng.random() < coherent else None
@@ -114,6 +118,8 @@ class MultitrackSet:
                 x = self.read(song, source, start, length)
             if saturate_p and rng.random() < saturate_p:
                 x = saturate(x, rng)
+            if fx_p and rng.random() < fx_p:
+                x = effects(x, rng)
             if augment:
                 x = x * rng.uniform(0.25, 1.25)
                 if rng.random() < 0.5:
@@ -135,9 +141,10 @@ def complex_channels(wave: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 
 def batch(dataset: MultitrackSet, rng, size: int, length: int, coherent: float, device, augment=True,
-          condition_p=None, timbre: bool = False, saturate_p: float = 0.0):
+          condition_p=None, timbre: bool = False, saturate_p: float = 0.0, fx_p: float = 0.0):
     """Mixture and target spectrograms ``(B, 4, T, F)`` and conditions ``(B,)``."""
-    examples = [dataset.example(rng, length, coherent, augment, condition_p, timbre, saturate_p) for _ in range(size)]
+    examples = [dataset.example(rng, length, coherent, augment, condition_p, timbre, saturate_p, fx_p)
+                for _ in range(size)]
     stems = torch.from_numpy(np.stack([e[0] for e in examples])).to(device)  # (B, 4, length, 2)
     cond = torch.tensor([e[1] for e in examples], device=device)
     mix = stems.sum(1)
@@ -195,7 +202,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
           init: str | None = None, condition_p=None, extra_valid=(), timbre: bool = False, ema: float = 0.0,
-          saturate_p: float = 0.0) -> dict:
+          saturate_p: float = 0.0, fx_p: float = 0.0) -> dict:
     """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring.
 
     ``ema``: if > 0, validate and export an exponential moving average of the weights (and BatchNorm
@@ -254,7 +261,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     while step < steps and (time.time() - start) < minutes * 60:
         mix, target, cond = batch(data, rng, batch_size, length, coherent, device, condition_p=condition_p,
-                                  timbre=timbre, saturate_p=saturate_p)
+                                  timbre=timbre, saturate_p=saturate_p, fx_p=fx_p)
         with autocast:
             est = net(mix, cond)
         running = optimiser_step(opt, torch.mean((est.float() - target) ** 2), running, bar, 0.98)
@@ -270,7 +277,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
                       "valid_losses": per_root if len(per_root) > 1 else None,
                       "train_songs": len(data.songs), "train_recipes": data.recipes(), "lr": lr,
                       "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p],
-                      "timbre": timbre, "ema": ema or None, **({"saturate": saturate_p} if saturate_p else {})}
+                      "timbre": timbre, "ema": ema or None, **({"saturate": saturate_p} if saturate_p else {}),
+                      **({"fx": fx_p} if fx_p else {})}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if v < best:
@@ -312,6 +320,8 @@ def main(argv=None) -> int:
                    help="timbre augmentation: re-pitch (±1–2 semitones) and random EQ per stem (training/augment.py)")
     p.add_argument("--saturate", type=float, default=0.0, metavar="P",
                    help="probability of a random waveshaper (soft/cubic/hard clipping) on each stem (training/augment.py)")
+    p.add_argument("--fx", type=float, default=0.0, metavar="P",
+                   help="probability of a random effects chain (drive, chorus/flanger/phaser, echoes) on each stem")
     p.add_argument("--ema", type=float, default=0.0,
                    help="validate and export an exponential moving average of the weights with this decay (e.g. 0.999)")
     p.add_argument("--extra-valid", nargs="*", default=[],
@@ -319,6 +329,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if not 0.0 <= a.saturate <= 1.0:
         p.error("--saturate is a probability, between 0 and 1")
+    if not 0.0 <= a.fx <= 1.0:
+        p.error("--fx is a probability, between 0 and 1")
     condition_p = None
     if a.condition_p:
         condition_p = np.array([float(v) for v in a.condition_p.split(",")])
@@ -328,7 +340,7 @@ def main(argv=None) -> int:
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
                     threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init,
                     condition_p=condition_p, extra_valid=a.extra_valid, timbre=a.timbre,
-                    ema=a.ema, saturate_p=a.saturate)
+                    ema=a.ema, saturate_p=a.saturate, fx_p=a.fx)
     print(json.dumps(summary))
     return 0
 
