@@ -198,9 +198,7 @@ def test_timbre_augmentation_repitches_equalises_and_follows_the_seed(mini_corpu
 
 
 def test_saturation_adds_harmonics_keeps_the_level_and_follows_the_seed(mini_corpus, monkeypatch):
-    import training.train
     from training.augment import saturate
-    from training.train import MultitrackSet
 
     rate = 44100
     tone = np.repeat(0.3 * np.sin(2 * np.pi * 100 * np.arange(rate) / rate)[:, None], 2, axis=1).astype(np.float32)
@@ -214,26 +212,38 @@ def test_saturation_adds_harmonics_keeps_the_level_and_follows_the_seed(mini_cor
         np.testing.assert_array_equal(y, saturate(tone, np.random.default_rng(seed)))
     np.testing.assert_array_equal(saturate(np.zeros((64, 2), np.float32), np.random.default_rng(0)), 0)
 
-    data = MultitrackSet(str(mini_corpus), "train")
-    n = 1024 * 31
-    plain = [data.example(np.random.default_rng(seed), n, 0.5)[0] for seed in range(4)]
-    off = [data.example(np.random.default_rng(seed), n, 0.5, saturate_p=0.0)[0] for seed in range(4)]
-    for a, b in zip(plain, off):  # p = 0 draws nothing: runs from before --saturate see the same examples
-        np.testing.assert_array_equal(a, b)
-    calls = []
-    monkeypatch.setattr(training.train, "saturate", lambda x, rng: calls.append(x.shape) or saturate(x, rng))
-    on = [data.example(np.random.default_rng(seed), n, 0.5, saturate_p=1.0)[0] for seed in range(4)]
-    assert calls == [(n, 2)] * 16  # p = 1: every stem of every example
-    runs = [[data.example(np.random.default_rng(seed), n, 0.5, saturate_p=0.5)[0] for seed in range(4)] for _ in range(2)]
+    data, calls = check_per_stem_option(mini_corpus, monkeypatch, "saturate", saturate, "saturate_p")
+    runs = [[data.example(np.random.default_rng(seed), N_EXAMPLE, 0.5, saturate_p=0.5)[0] for seed in range(4)]
+            for _ in range(2)]
     for x, y in zip(*runs):
         np.testing.assert_array_equal(x, y)
-    assert 16 < len(calls) < 32 + 16 and on[0].shape == (4, n, 2)
+    assert 4 < len(calls) < 4 + 32 and runs[0][0].shape == (4, N_EXAMPLE, 2)
+
+
+N_EXAMPLE = 1024 * 31
+
+
+def check_per_stem_option(mini_corpus, monkeypatch, name, function, option):
+    """A per-stem augmentation ``option`` of ``MultitrackSet.example``: at probability 0 it draws nothing (runs
+    from before it existed see the same examples), at 1 it calls ``training.train.<name>`` on every stem.
+    Returns the set and the calls' shapes so far."""
+    import training.train
+    from training.train import MultitrackSet
+
+    data = MultitrackSet(str(mini_corpus), "train")
+    plain = [data.example(np.random.default_rng(seed), N_EXAMPLE, 0.5)[0] for seed in range(4)]
+    off = [data.example(np.random.default_rng(seed), N_EXAMPLE, 0.5, **{option: 0.0})[0] for seed in range(4)]
+    for a, b in zip(plain, off):
+        np.testing.assert_array_equal(a, b)
+    calls = []
+    monkeypatch.setattr(training.train, name, lambda x, rng: calls.append(x.shape) or function(x, rng))
+    data.example(np.random.default_rng(0), N_EXAMPLE, 0.5, **{option: 1.0})
+    assert calls == [(N_EXAMPLE, 2)] * 4
+    return data, calls
 
 
 def test_effects_chain_changes_the_sound_keeps_the_level_and_follows_the_seed(mini_corpus, monkeypatch):
-    import training.train
     from training import augment
-    from training.train import MultitrackSet
 
     rate = 44100
     t = np.arange(rate) / rate
@@ -265,16 +275,7 @@ def test_effects_chain_changes_the_sound_keeps_the_level_and_follows_the_seed(mi
     phased = augment._phaser(noise, np.random.default_rng(2))
     assert 0.5 < np.std(phased) / np.std(noise) < 1.5
 
-    data = MultitrackSet(str(mini_corpus), "train")
-    n = 1024 * 31
-    plain = [data.example(np.random.default_rng(seed), n, 0.5)[0] for seed in range(4)]
-    off = [data.example(np.random.default_rng(seed), n, 0.5, fx_p=0.0)[0] for seed in range(4)]
-    for a, b in zip(plain, off):  # p = 0 draws nothing: runs from before --fx see the same examples
-        np.testing.assert_array_equal(a, b)
-    calls = []
-    monkeypatch.setattr(training.train, "effects", lambda x, rng: calls.append(x.shape) or augment.effects(x, rng))
-    data.example(np.random.default_rng(0), n, 0.5, fx_p=1.0)
-    assert calls == [(n, 2)] * 4  # p = 1: every stem
+    check_per_stem_option(mini_corpus, monkeypatch, "effects", augment.effects, "fx_p")
 
 
 def test_operator_fm_patches_sound_the_note_and_follow_the_seed():
