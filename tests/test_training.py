@@ -404,6 +404,35 @@ def test_resuming_training_reproduces_the_uninterrupted_run(mini_corpus, tmp_pat
     assert not all(torch.equal(v, c["model"][k]) for k, v in a["model"].items())
 
 
+def test_validation_through_effects_is_its_own_set_and_a_change_of_sets_restarts_the_best(mini_corpus, tmp_path):
+    import torch
+
+    from lightsaft_infer.weights import load_weights
+    from training.model_card import best_record, read_log
+    from training.train import FX_VALID, train
+
+    kw = dict(frames=16, batch_size=2, valid_every=2, valid_batches=2, progress=False, onnx=False)
+    run = tmp_path / "run"
+    train(str(mini_corpus), str(run), steps=2, **kw)
+    state = torch.load(run / "last.pt", weights_only=True)
+    torch.save({**state, "best": -1.0}, run / "last.pt")  # a best no loss on the same sets could beat
+    train(str(mini_corpus), str(run), steps=4, valid_fx_p=1.0, **kw)  # resumed with a second set
+    log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    assert sorted(log[0]["valid_losses"] or {}) == []  # one set: no breakdown
+    plain, fx = log[1]["valid_losses"][str(mini_corpus)], log[1]["valid_losses"][str(mini_corpus) + FX_VALID]
+    assert np.isfinite([plain, fx]).all() and plain != fx
+    # the best so far was measured on other sets: step 4's weights are the new best, whatever their loss
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["valid_keys"] == sorted([str(mini_corpus), str(mini_corpus) + FX_VALID])
+    _, best = load_weights(str(run / "best.safetensors"))
+    for key, value in best.items():
+        np.testing.assert_array_equal(value, state["model"][key].float().numpy(), err_msg=key)
+    # and the model card's best record is one measured on the last record's sets
+    records = read_log(str(run))
+    records[0]["valid_loss"] = -1.0  # lower than any, but on the old sets
+    assert best_record(records)["step"] == 4
+
+
 @pytest.mark.slow  # ~4 min: NNCF calibration (twice), three short runs and an IR conversion
 def test_qat_student_is_the_exported_graph_moves_towards_its_teacher_resumes_and_runs_as_int8(mini_corpus, small_weights,
                                                                                             tmp_path):  # fmt: skip

@@ -114,6 +114,14 @@ def read_log(run: str, history: str | None = None) -> list:
     return before + [{**r, "step": r["step"] + step0, "seconds": r["seconds"] + seconds0, "run": True} for r in run_log]
 
 
+def best_record(log: list) -> dict:
+    """The run's record with the lowest validation loss on the validation sets of its last record (the
+    history's, or a resumed run's earlier ones, may have been other sets, whose losses do not compare)."""
+    run = [r for r in log if r.get("run")]
+    sets = sorted(run[-1].get("valid_losses") or {})
+    return min((r for r in run if sorted(r.get("valid_losses") or {}) == sets), key=lambda r: r["valid_loss"])
+
+
 def eval_table(report: dict) -> str:
     from lightsaft_infer.evaluate import format_table
 
@@ -126,7 +134,7 @@ def render(run: str, corpus: str, eval_path: str, out_dir: str, hardware: str, f
     report = json.load(open(eval_path))
     facts = corpus_facts(corpus)
     loss_curve(log, os.path.join(out_dir, "loss_curve.png"))
-    best = min((r for r in log if r.get("run")), key=lambda r: r["valid_loss"])  # the history's valid sets may differ
+    best = best_record(log)
     summary = report["summary"]
     gain = {s: summary["model"][s]["mdx"] - summary["mix/4"][s]["mdx"] for s in STEMS}
     bss_songs = sum(1 for r in report["per_song"] if r["model"]["vocals"].get("bss") is not None)

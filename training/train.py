@@ -163,18 +163,27 @@ def export(net: ConditionedUNet, cfg: ModelConfig, path: str, onnx: bool = True)
         export_onnx(path, os.path.splitext(path)[0] + ".onnx")
 
 
-def validation_set(root: str, frames: int, n: int, seed: int = 1234):
-    """A fixed list of coherent validation batches (same every evaluation, every run)."""
+def validation_set(root: str, frames: int, n: int, seed: int = 1234, fx_p: float = 0.0):
+    """A fixed list of coherent validation batches (same every evaluation, every run); ``fx_p``: each stem
+    through a random effects chain with this probability (seeded like the rest, so also fixed)."""
     data = MultitrackSet(root, "valid")
     rng = np.random.default_rng(seed)
     length = MDX_CONFIG.hop_length * (frames - 1)
-    return [batch(data, rng, 4, length, coherent=1.0, device="cpu", augment=False) for _ in range(n)]
+    return [batch(data, rng, 4, length, coherent=1.0, device="cpu", augment=False, fx_p=fx_p) for _ in range(n)]
 
 
-def validation_sets(roots, frames: int, n: int) -> dict:
+#: Suffix of the validation set made of the first root's songs through effects (``--valid-fx``).
+FX_VALID = " (effects)"
+
+
+def validation_sets(roots, frames: int, n: int, fx_p: float = 0.0) -> dict:
     """``{root: batches}``: ``n`` fixed batches from each root's ``valid/`` (e.g. the wide recipe's and the GM
-    recipe's, so that the best checkpoint is chosen on shift-like and in-distribution material alike)."""
-    return {r: validation_set(r, frames, n) for r in roots}
+    recipe's), and with ``fx_p`` the first root's again with effects on its stems (``root + FX_VALID``): the
+    best checkpoint is chosen on in-distribution material and on material through effects no valid song has."""
+    sets = {r: validation_set(r, frames, n) for r in roots}
+    if fx_p:
+        sets[roots[0] + FX_VALID] = validation_set(roots[0], frames, n, fx_p=fx_p)
+    return sets
 
 
 def evaluate_loss(net, batches, device) -> float:
@@ -202,7 +211,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
           init: str | None = None, condition_p=None, extra_valid=(), timbre: bool = False, ema: float = 0.0,
-          saturate_p: float = 0.0, fx_p: float = 0.0) -> dict:
+          saturate_p: float = 0.0, fx_p: float = 0.0, valid_fx_p: float = 0.0) -> dict:
     """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring.
 
     ``ema``: if > 0, validate and export an exponential moving average of the weights (and BatchNorm
@@ -230,12 +239,14 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True)
     rng = np.random.default_rng(seed)
     step, best, elapsed = 0, math.inf, 0.0
+    valid_keys = None
     ckpt = os.path.join(run_dir, "last.pt")
     if os.path.exists(ckpt):  # our own file: tensors and plain values only, so weights_only loading works
         state = torch.load(ckpt, map_location=device, weights_only=True)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best, elapsed = state["step"], state["best"], state["elapsed"]
+        valid_keys = state.get("valid_keys")
         if averaged is not None and "ema" in state:  # (a run that turns --ema on later starts its average here)
             averaged.load_state_dict(state["ema"])
         for group in opt.param_groups:  # the command line's rate wins: lowering it on resume is the schedule
@@ -246,7 +257,9 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         else:  # a checkpoint from before the RNG was saved
             rng = np.random.default_rng([seed, step])
     data = MultitrackSet(root, "train")
-    valid = validation_sets([root, *extra_valid], frames, valid_batches)
+    valid = validation_sets([root, *extra_valid], frames, valid_batches, valid_fx_p)
+    if valid_keys is not None and sorted(valid) != valid_keys:  # best was measured on other validation sets
+        best = math.inf
     length = cfg.hop_length * (frames - 1)
     log = open(os.path.join(run_dir, "log.jsonl"), "a")
     bar = None
@@ -286,7 +299,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
                 export(judged, cfg, os.path.join(run_dir, "best.safetensors"), onnx=False)
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
                         "elapsed": time.time() - start, "rng": json.dumps(rng.bit_generator.state),
-                        "torch_rng": torch.get_rng_state(),
+                        "torch_rng": torch.get_rng_state(), "valid_keys": sorted(valid),
                         **({"ema": averaged.state_dict()} if averaged is not None else {})}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
     if bar is not None:
@@ -322,6 +335,8 @@ def main(argv=None) -> int:
                    help="probability of a random waveshaper (soft/cubic/hard clipping) on each stem (training/augment.py)")
     p.add_argument("--fx", type=float, default=0.0, metavar="P",
                    help="probability of a random effects chain (drive, chorus/flanger/phaser, echoes) on each stem")
+    p.add_argument("--valid-fx", type=float, default=0.0, metavar="P",
+                   help="also validate on ROOT's valid songs with an effects chain on each stem with probability P")
     p.add_argument("--ema", type=float, default=0.0,
                    help="validate and export an exponential moving average of the weights with this decay (e.g. 0.999)")
     p.add_argument("--extra-valid", nargs="*", default=[],
@@ -329,8 +344,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if not 0.0 <= a.saturate <= 1.0:
         p.error("--saturate is a probability, between 0 and 1")
-    if not 0.0 <= a.fx <= 1.0:
-        p.error("--fx is a probability, between 0 and 1")
+    for name in ("fx", "valid_fx"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            p.error(f"--{name.replace('_', '-')} is a probability, between 0 and 1")
     condition_p = None
     if a.condition_p:
         condition_p = np.array([float(v) for v in a.condition_p.split(",")])
@@ -340,7 +356,7 @@ def main(argv=None) -> int:
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
                     threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init,
                     condition_p=condition_p, extra_valid=a.extra_valid, timbre=a.timbre,
-                    ema=a.ema, saturate_p=a.saturate, fx_p=a.fx)
+                    ema=a.ema, saturate_p=a.saturate, fx_p=a.fx, valid_fx_p=a.valid_fx)
     print(json.dumps(summary))
     return 0
 
