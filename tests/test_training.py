@@ -433,6 +433,20 @@ def test_validation_through_effects_is_its_own_set_and_a_change_of_sets_restarts
     assert best_record(records)["step"] == 4
 
 
+def test_the_card_says_what_recipe_version_2_the_effects_chain_and_the_effects_validation_added():
+    from training.model_card import version_2_paragraph, wide_paragraph
+    from training.train import FX_VALID
+
+    old = [{"step": 100, "train_songs": 116, "train_recipes": {"gm": 16, "wide": 100}, "valid_losses": {"a": 1, "b": 2}}]
+    assert version_2_paragraph(old) == "" and "wide recipe" in wide_paragraph(old)
+    new = old + [{"step": 200, "train_songs": 416, "train_recipes": {"gm": 16, "wide v2": 400}, "fx": 0.3,
+                  "valid_losses": {"a": 1, "b": 2}}]
+    text = version_2_paragraph(new)
+    assert "operator FM" in text and "probability 0.3" in text and "three validation sets" not in text
+    text = version_2_paragraph(new + [{**new[-1], "valid_losses": {"a": 1, "b": 2, "a" + FX_VALID: 3}}])
+    assert "three validation sets" in text and text in wide_paragraph(new + [{**new[-1], "valid_losses": {"a" + FX_VALID: 3}}])
+
+
 @pytest.mark.slow  # ~4 min: NNCF calibration (twice), three short runs and an IR conversion
 def test_qat_student_is_the_exported_graph_moves_towards_its_teacher_resumes_and_runs_as_int8(mini_corpus, small_weights,
                                                                                             tmp_path):  # fmt: skip

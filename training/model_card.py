@@ -102,7 +102,31 @@ cabinet simulation, and choir pads and voice leads in *other*; random stereo wid
 codec-like band limit on the mix. The valid split used to pick the checkpoint then holds 14 wide and
 14 GM-recipe songs, weighted equally. The test split stays GM-recipe, so its figures compare
 across models.
-"""
+""" + version_2_paragraph(log)
+
+
+def version_2_paragraph(log: list) -> str:
+    """What recipe version 2, the effects chain and the effects validation set added, if the log used them."""
+    recipes = {recipe for r in log for recipe in (r.get("train_recipes") or {})}
+    if "wide v2" not in recipes:
+        return ""
+    from training.train import FX_VALID
+
+    fx = [r["fx"] for r in log if r.get("fx")]
+    valid_fx = any(key.endswith(FX_VALID) for r in log for key in (r.get("valid_losses") or {}))
+    return ("\nThe wide recipe's **version 2** (`recipe_version` in `song.json`) adds operator FM to the basses and "
+            "keys (two operators with half-, absolute- and quarter-sine and square waveforms, FM or additive, "
+            "percussive or held) and draws synthesised parts for *other* more often; its train songs are "
+            "20–40 s long, so that many songs fit the time there was to render them."
+            + (f" Phases with `--fx` put each training stem through a random effects chain with probability "
+               f"{max(fx):g}: drive into a cabinet-like low-pass, a chorus, flanger or phaser, and feedback echoes, "
+               "written in numpy/scipy (the families of the shift split's effects, not its pedalboard code)."
+               if fx else "")
+            + (" From then on the checkpoint is chosen on three validation sets weighted equally: the wide and GM "
+               "valid songs, and the wide ones again with that effects chain on some of their stems (a fixed, "
+               "seeded draw)."
+               if valid_fx else "")
+            + "\n")
 
 
 def read_log(run: str, history: str | None = None) -> list:
