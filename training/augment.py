@@ -77,6 +77,11 @@ def random_eq(x: np.ndarray, rng: np.random.Generator, max_db: float = 6.0) -> n
 SHAPERS = ("soft", "cubic", "hard")
 
 
+def _at_rms(y: np.ndarray, rms: float) -> np.ndarray:
+    """``y`` scaled to RMS ``rms``, as contiguous float32."""
+    return np.ascontiguousarray(y * (rms / (np.sqrt(np.mean(y**2)) + 1e-12)), dtype=np.float32)
+
+
 def saturate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(n, 2)`` float32 through a random waveshaper (:data:`SHAPERS`) at 3–24 dB of drive, mixed
     30–100 % with the dry signal and scaled back to the input's RMS (the remix draws the level)."""
@@ -96,15 +101,11 @@ def saturate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y -= y.mean(axis=0)  # the bias's DC offset
     wet = rng.uniform(0.3, 1.0)
     y = (1 - wet) * x / rms + wet * y / (np.sqrt(np.mean(y**2)) + 1e-12)
-    return np.ascontiguousarray(y * (rms / (np.sqrt(np.mean(y**2)) + 1e-12)), dtype=np.float32)
+    return _at_rms(y, rms)
 
 
 #: Effects :func:`effects` draws from, each with its probability (at least one is applied).
 EFFECTS = {"drive": 0.5, "modulation": 0.5, "echo": 0.35}
-
-
-def _at_rms(y: np.ndarray, rms: float) -> np.ndarray:
-    return np.ascontiguousarray(y * (rms / (np.sqrt(np.mean(y**2)) + 1e-12)), dtype=np.float32)
 
 
 def _lowpass(y: np.ndarray, cutoff: float) -> np.ndarray:
@@ -154,17 +155,23 @@ def _phaser(x: np.ndarray, rng: np.random.Generator, block: int = 512) -> np.nda
     return (1 - mix) * x + mix * wet
 
 
+def echoes(x: np.ndarray, delay: int, feedback: float, mix: float, taps: int, ping: bool, dtype=None) -> np.ndarray:
+    """``x (n, 2)`` plus ``taps`` echoes ``delay`` samples apart, the k-th at ``mix * feedback ** (k - 1)``,
+    the odd ones with the channels swapped if ``ping`` (ping-pong); summed in ``dtype`` (default ``x``'s)."""
+    out = x.astype(dtype or x.dtype)
+    for k in range(1, taps + 1):
+        if delay * k >= len(x):
+            break
+        echo = x[: len(x) - delay * k] * mix * feedback ** (k - 1)
+        out[delay * k :] += echo[:, ::-1] if ping and k % 2 else echo
+    return out
+
+
 def _echo(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Feedback echoes 80-450 ms apart, sometimes ping-ponged between the channels."""
     d = int(rng.uniform(0.08, 0.45) * SAMPLE_RATE)
     feedback, mix, ping = rng.uniform(0.2, 0.55), rng.uniform(0.1, 0.4), rng.random() < 0.5
-    out = x.astype(np.float64)
-    for k in range(1, 6):
-        if d * k >= len(x):
-            break
-        echo = x[: len(x) - d * k] * mix * feedback ** (k - 1)
-        out[d * k :] += echo[:, ::-1] if ping and k % 2 else echo
-    return out
+    return echoes(x, d, feedback, mix, 5, ping, np.float64)
 
 
 def effects(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -34,6 +34,7 @@ import pedalboard as pb
 from scipy.signal import fftconvolve, firwin, oaconvolve
 
 from . import drumkit
+from .augment import echoes
 from .compose import CRASH, HAT_C, HAT_O, RIDE, SNARE, Composer, Note
 from .corpus import POOLS, SOUNDFONTS, WIDE, song_rng
 from .render import SAMPLE_RATE, master, new_song, pan_mono, render_tracks, stem_chain
@@ -97,14 +98,9 @@ def room(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def throws(x: np.ndarray, rng: np.random.Generator, beat_s: float) -> np.ndarray:
     """Delay throws: a few echoes at a beat fraction, ping-ponged, on ``(samples, 2)``."""
     d = int(beat_s * float(rng.choice([0.5, 0.75, 1.0])) * SAMPLE_RATE)
-    feedback, out = float(rng.uniform(0.2, 0.5)), x.copy()
+    feedback = float(rng.uniform(0.2, 0.5))
     mix = float(rng.uniform(0.1, 0.35))
-    for k in range(1, 5):
-        if d * k >= len(x):
-            break
-        echo = x[: len(x) - d * k] * mix * feedback ** (k - 1)
-        out[d * k :] += echo[:, ::-1] if k % 2 else echo
-    return out
+    return echoes(x, d, feedback, mix, 4, ping=True)
 
 
 def width(x: np.ndarray, amount: float) -> np.ndarray:
