@@ -73,7 +73,8 @@ def test_the_shift_split_uses_no_source_any_other_split_uses(mini_corpus, shift_
     assert shift["soundfont"] not in {m["soundfont"] for m in others}
     assert shift["soundfont"] in {os.path.basename(p) for p in corpus.SHIFT_SOUNDFONTS}
     assert not {os.path.basename(p) for p in corpus.SHIFT_SOUNDFONTS} & {os.path.basename(p) for p in corpus.SOUNDFONTS}
-    assert shift["voice"]["engine"] == "flite" and {m["voice"]["engine"] for m in others} <= {"espeak-ng", "festival"}
+    assert shift["voice"]["engine"] == "flite" and {m["voice"]["engine"] for m in others} <= {"espeak-ng", "festival",
+                                                                                             "formant"}
     assert shift["voice"]["espeak_voice"] in POOLS["shift"]["voices"]
     assert not {m["voice"]["espeak_voice"] for m in others} & set(POOLS["shift"]["voices"])
     assert shift["fx"] == "shift" and {m["fx"] for m in others} == {"standard"}
@@ -296,6 +297,54 @@ def test_operator_fm_patches_sound_the_note_and_follow_the_seed():
     assert waves == set(WAVES)
 
 
+def test_the_formant_singer_sings_the_note_through_its_vowel_without_a_speech_engine(monkeypatch):
+    """Glottal pulses at the note's pitch, formants that follow the vowel and the singer's scale, no engine."""
+    import pyworld
+
+    from training import wide
+    from training.compose import Note
+    from training.voice import VoiceSettings, sing
+
+    def no_engine(*a, **k):
+        raise AssertionError("the formant singer must not call a speech engine or WORLD")
+
+    monkeypatch.setattr(subprocess, "run", no_engine)
+    monkeypatch.setattr(pyworld, "synthesize", no_engine)
+    rate = 44100
+    held = [Note(0.2, 1.0, 57.0, 110)]  # A3, 220 Hz, for one second
+
+    def voice(name, scale=1.0):
+        return VoiceSettings(name, scale, 5.0, 0.0, 0.1, 0.05, 160, engine="formant")
+
+    y = sing(held, voice("singer3"), 1.5, np.random.default_rng(0), sample_rate=rate)
+    assert y.shape == (int(1.5 * rate),) and y.dtype == np.float32 and np.isfinite(y).all()
+    assert np.abs(y[: int(0.15 * rate)]).max() == 0 and np.abs(y[int(1.3 * rate):]).max() == 0  # silent off the note
+    np.testing.assert_array_equal(y, sing(held, voice("singer3"), 1.5, np.random.default_rng(0), sample_rate=rate))
+    core = y[int(0.5 * rate): int(1.0 * rate)].astype(np.float64)  # vowel, after any consonant onset
+    lags = np.arange(50, 400)
+    lag = lags[np.argmax([core[:-k] @ core[k:] for k in lags])]  # one glottal period
+    assert abs(rate / lag - 220.0) < 4.0
+
+    # the vowel's formants, scaled: a longer tract (0.85) lowers the spectral centroid, a shorter (1.25) raises it
+    def centroid(scale):
+        z = sing(held, voice("singer3", scale), 1.5, np.random.default_rng(0), sample_rate=rate)
+        z = z[int(0.5 * rate): int(rate)]
+        spectrum = np.abs(np.fft.rfft(z * np.hanning(len(z))))
+        hz = np.fft.rfftfreq(len(z), 1 / rate)
+        band = hz < 5000
+        return float((spectrum[band] * hz[band]).sum() / spectrum[band].sum())
+
+    assert centroid(0.85) < centroid(1.0) < centroid(1.25)
+    # singers differ: the name is the identity (open quotient, tilt, spread...)
+    other = sing(held, voice("singer4"), 1.5, np.random.default_rng(0), sample_rate=rate)
+    assert not np.allclose(other, y, atol=1e-3)
+    # the wide recipe draws it (version 3) with about FORMANT_P of its singers, under names that say so
+    engines = [wide.pick_voice(np.random.default_rng(seed))[0] for seed in range(200)]
+    share = np.mean([v.engine == "formant" for v in engines])
+    assert wide.RECIPE_VERSION == 3 and abs(share - wide.FORMANT_P) < 0.1
+    assert all(v.espeak_voice.startswith("singer") for v in engines if v.engine == "formant")
+
+
 def test_a_few_training_steps_reduce_the_loss(mini_corpus):
     import torch
 
@@ -433,7 +482,7 @@ def test_validation_through_effects_is_its_own_set_and_a_change_of_sets_restarts
     assert best_record(records)["step"] == 4
 
 
-def test_the_card_says_what_recipe_version_2_the_effects_chain_and_the_effects_validation_added():
+def test_the_card_says_what_recipe_versions_2_and_3_the_effects_chain_and_the_effects_validation_added():
     from training.model_card import version_2_paragraph, wide_paragraph
     from training.train import FX_VALID
 
@@ -445,6 +494,9 @@ def test_the_card_says_what_recipe_version_2_the_effects_chain_and_the_effects_v
     assert "operator FM" in text and "probability 0.3" in text and "three validation sets" not in text
     text = version_2_paragraph(new + [{**new[-1], "valid_losses": {"a": 1, "b": 2, "a" + FX_VALID: 3}}])
     assert "three validation sets" in text and text in wide_paragraph(new + [{**new[-1], "valid_losses": {"a" + FX_VALID: 3}}])
+    assert "formant" not in text
+    later = new + [{**new[-1], "train_recipes": {"gm": 16, "wide v2": 400, "wide v3": 100}}]
+    assert "version 3" in version_2_paragraph(later) and "formant.py" in version_2_paragraph(later)
 
 
 @pytest.mark.slow  # ~4 min: NNCF calibration (twice), three short runs and an IR conversion

@@ -106,9 +106,10 @@ across models.
 
 
 def version_2_paragraph(log: list) -> str:
-    """What recipe version 2, the effects chain and the effects validation set added, if the log used them."""
+    """What recipe versions 2 and 3, the effects chain and the effects validation set added, if the log used
+    them."""
     recipes = {recipe for r in log for recipe in (r.get("train_recipes") or {})}
-    if "wide v2" not in recipes:
+    if not {"wide v2", "wide v3"} & recipes:
         return ""
     from training.train import FX_VALID
 
@@ -126,6 +127,11 @@ def version_2_paragraph(log: list) -> str:
                "valid songs, and the wide ones again with that effects chain on some of their stems (a fixed, "
                "seeded draw)."
                if valid_fx else "")
+            + (" Songs of **version 3** join later: it gives 30 % of the singers a third voice engine, a "
+               "source-filter singer with no speech engine and no WORLD vocoder (`training/formant.py`: Rosenberg "
+               "glottal pulses with jitter, shimmer and aspiration, five formants gliding between vowel targets, "
+               "fricative, plosive and nasal onsets), so that *a voice* is not one engine's or one vocoder's sound."
+               if "wide v3" in recipes else "")
             + "\n")
 
 

@@ -34,9 +34,11 @@ SYLLABLES = (
 class VoiceSettings:
     """One singer: a speech engine's voice (``espeak_voice`` names it, whatever the engine), formant warp
     (<1 darker/male-like, >1 brighter/female-like), style. ``engine``: ``espeak-ng`` (train, valid,
-    test), ``festival`` (the wide recipe's train and valid songs) or ``flite`` (the shift split's held-out
-    engine). ``spoken``: the fraction of phrases rapped/spoken (the syllable's own pitch contour moved to
-    the note, not a sung pitch); ``sibilance``: boost of the unvoiced frames' high band (0 = none)."""
+    test), ``festival`` (the wide recipe's train and valid songs), ``formant`` (``training/formant.py``:
+    glottal pulses through a formant tract, no speech engine; the wide recipe's version 3) or ``flite``
+    (the shift split's held-out engine). ``spoken``: the fraction of phrases rapped/spoken (the syllable's
+    own pitch contour moved to the note, not a sung pitch); ``sibilance``: boost of the unvoiced frames'
+    high band (0 = none)."""
 
     espeak_voice: str
     formant: float
@@ -133,9 +135,26 @@ def _warp_envelope(sp: np.ndarray, factor: float) -> np.ndarray:
     return sp[:, lo] * (1 - w) + sp[:, hi] * w
 
 
+def sung_curve(target: float, prev, start: float, t: np.ndarray, voice: VoiceSettings,
+               rng: np.random.Generator) -> np.ndarray:
+    """A sung note's pitch in MIDI semitones at times ``t`` (s from its start): a glide from ``prev``
+    ((pitch, end s) of the previous note) when legato, vibrato that sets in after 150 ms, slow drift."""
+    curve = np.full(len(t), float(target))
+    if prev is not None and start - prev[1] < 0.08:  # legato: glide from the previous note
+        g = np.minimum(t / max(voice.glide_s, 1e-3), 1.0)
+        curve = prev[0] + (target - prev[0]) * (0.5 - 0.5 * np.cos(np.pi * g))
+    depth = voice.vibrato_semitones * np.clip((t - 0.15) / 0.3, 0, 1)
+    curve = curve + depth * np.sin(2 * np.pi * voice.vibrato_hz * t + rng.uniform(0, 2 * np.pi))
+    return curve + 0.03 * np.cumsum(rng.normal(0, 1, len(t))) / np.sqrt(np.arange(1, len(t) + 1))
+
+
 def sing(notes, voice: VoiceSettings, duration: float, rng: np.random.Generator, transpose: float = 0.0,
          sample_rate: int = 44100) -> np.ndarray:
     """Render melody ``notes`` (start/duration in s, MIDI pitch) as a mono voice of ``duration`` seconds."""
+    if voice.engine == "formant":  # no speech engine, no WORLD (imported here because it imports this module)
+        from .formant import sing_formant
+
+        return sing_formant(notes, voice, duration, rng, transpose, sample_rate)
     n_total = int(np.ceil(duration * 1000 / FRAME_MS)) + 1
     bins = pyworld.get_cheaptrick_fft_size(ESPEAK_RATE) // 2 + 1
     f0 = np.zeros(n_total)
@@ -165,12 +184,7 @@ def sing(notes, voice: VoiceSettings, duration: float, rng: np.random.Generator,
             if voiced.size:
                 curve = target + 12 * np.log2(np.where(contour > 0, contour, np.median(voiced)) / np.median(voiced))
         else:
-            if prev is not None and note.start - prev[1] < 0.08:  # legato: glide from the previous note
-                g = np.minimum(t / max(voice.glide_s, 1e-3), 1.0)
-                curve = prev[0] + (target - prev[0]) * (0.5 - 0.5 * np.cos(np.pi * g))
-            depth = voice.vibrato_semitones * np.clip((t - 0.15) / 0.3, 0, 1)
-            curve = curve + depth * np.sin(2 * np.pi * voice.vibrato_hz * t + rng.uniform(0, 2 * np.pi))
-            curve = curve + 0.03 * np.cumsum(rng.normal(0, 1, n)) / np.sqrt(np.arange(1, n + 1))
+            curve = sung_curve(target, prev, note.start, t, voice, rng)
         hz = 440.0 * 2 ** ((curve - 69) / 12)
         f0[a:a + n] = np.where(v, hz, 0.0)
         sp[a:a + n] = _warp_envelope(nsp, voice.formant)

@@ -7,8 +7,9 @@ recognisable is randomised, so that a stem is defined by its role in the song,
 not by a timbre:
 
 - vocals: espeak-ng in ten languages and festival's diphone/HTS/cluster
-  voices (different speakers and synthesis methods); WORLD re-pitching with
-  random formant shift, breathiness, vibrato depth/rate, portamento,
+  voices (different speakers and synthesis methods) re-pitched by WORLD, and a
+  source-filter singer with no speech engine (glottal pulses, formants); random
+  formant shift, breathiness, vibrato depth/rate, portamento,
   sibilance; doubled and harmony lines; spoken/rapped phrases; delay throws;
 - drums: recorded Hydrogen kits (multi-layered samples, their own rooms) beside
   the GM kits; ghost notes, cymbal washes, room mics and bus compression;
@@ -43,18 +44,21 @@ from .voice import VoiceSettings, sing
 
 
 #: Bumped whenever the recipe's sources change (songs of one (seed, split, index) differ between versions):
-#: 2 added operator FM (``synth.opfm``) to the basses and keys and drew synthesised parts for *other* more often.
-RECIPE_VERSION = 2
+#: 2 added operator FM (``synth.opfm``) to the basses and keys and drew synthesised parts for *other* more often;
+#: 3 added the formant singer (``training/formant.py``) as a third voice engine, drawn with ``FORMANT_P``.
+RECIPE_VERSION = 3
+FORMANT_P = 0.3
 
 
 def pick_voice(rng: np.random.Generator) -> tuple[VoiceSettings, int]:
-    """A singer from either engine, with every style parameter drawn wider than the GM recipe's."""
-    if rng.random() < 0.55:
-        engine, names = "festival", WIDE["festival"]
+    """A singer from one of three engines, with every style parameter drawn wider than the GM recipe's."""
+    if rng.random() < FORMANT_P:  # a source-filter singer (training/formant.py): no speech engine, no WORLD
+        engine, name = "formant", f"singer{int(rng.integers(1_000_000))}"
+        high = bool(rng.random() < 0.5)
     else:
-        engine, names = "espeak-ng", WIDE["espeak"]
-    name = names[int(rng.integers(len(names)))]
-    high = (name in WIDE["festival_high"] or "+f" in name or name.endswith("Annie")) ^ (rng.random() < 0.2)
+        engine, names = ("festival", WIDE["festival"]) if rng.random() < 0.55 else ("espeak-ng", WIDE["espeak"])
+        name = names[int(rng.integers(len(names)))]
+        high = (name in WIDE["festival_high"] or "+f" in name or name.endswith("Annie")) ^ (rng.random() < 0.2)
     voice = VoiceSettings(
         espeak_voice=name, engine=engine,
         formant=float(rng.uniform(1.0, 1.3) if high else rng.uniform(0.8, 1.05)),
