@@ -279,6 +279,29 @@ def test_effects_chain_changes_the_sound_keeps_the_level_and_follows_the_seed(mi
     check_per_stem_option(mini_corpus, monkeypatch, "effects", augment.effects, "fx_p")
 
 
+def test_reverb_adds_a_decaying_tail_keeps_the_level_and_follows_the_seed(mini_corpus, monkeypatch):
+    from training import augment
+
+    rate = 44100
+    click = np.zeros((rate, 2), np.float32)
+    click[1000] = 0.5
+    tails = []
+    for seed in range(6):
+        y = augment.reverb(click, np.random.default_rng(seed))
+        assert y.shape == click.shape and y.dtype == np.float32 and np.isfinite(y).all()
+        np.testing.assert_allclose(np.sqrt(np.mean(y**2)), np.sqrt(np.mean(click**2)), rtol=1e-4)  # level kept
+        np.testing.assert_array_equal(y, augment.reverb(click, np.random.default_rng(seed)))
+        assert np.abs(y[:1000]).max() < 1e-6 * np.abs(y).max()  # causal: nothing before the click (FFT round-off)
+        tail = y[1000 + int(0.041 * rate):].astype(np.float64)  # after the longest pre-delay
+        energy = [np.mean(tail[i : i + 2205] ** 2) for i in range(0, 6615, 2205)]  # three 50 ms blocks
+        assert energy[0] > energy[2] > 0, (seed, energy)  # a tail, and it decays
+        assert np.abs(np.corrcoef(tail[:4410, 0], tail[:4410, 1])[0, 1]) < 0.5  # the two channels' tails differ
+        tails.append(tail)
+    assert not np.allclose(tails[0], tails[1])
+    np.testing.assert_array_equal(augment.reverb(np.zeros((64, 2), np.float32), np.random.default_rng(0)), 0)
+    check_per_stem_option(mini_corpus, monkeypatch, "reverb", augment.reverb, "reverb_p")
+
+
 def test_operator_fm_patches_sound_the_note_and_follow_the_seed():
     from training.synth import BASSES, KEYS, WAVES, Patch
 
@@ -423,6 +446,9 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     grow.append({**grow[-1], "step": 500, "saturate": None, "fx": 0.4})  # so does the effects chain
     assert phases(grow).splitlines()[3].endswith("random EQ), an effects chain (drive, modulation, echoes) on each"
                                                  " stem with probability 0.4, weights' EMA 0.999")
+    grow.append({**grow[-1], "step": 600, "reverb": 0.2})  # and the reverb
+    assert phases(grow).splitlines()[4].endswith("with probability 0.4, a synthetic reverb on each stem with"
+                                                 " probability 0.2, weights' EMA 0.999")
 
 
 @pytest.mark.slow  # ~40 s: three short runs

@@ -15,7 +15,11 @@ before the mixture is summed (so mixture = sum of stems still holds):
 - :func:`effects` (``--fx``) — a random chain of the effects that producers put on any stem: drive
   into a cabinet-like low-pass, modulation (chorus, flanger or phaser) and echoes, written here in
   numpy/scipy (the shift split's chain is pedalboard's; these are other implementations of the same
-  families, so that a chorused bass or a distorted keyboard stops sounding like another stem).
+  families, so that a chorused bass or a distorted keyboard stops sounding like another stem);
+- :func:`reverb` (``--reverb``) — a synthetic room or plate (decaying stereo noise, highs dying
+  faster) on any stem: the corpus's standard chain gives bass no reverb at all and the others one
+  algorithm's (pedalboard's) room, so that a reverberant bass or a tail of another kind stops being
+  a sign of another stem.
 """
 
 from __future__ import annotations
@@ -190,4 +194,25 @@ def effects(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y = _phaser(y, rng) if rng.random() < 0.35 else _modulated_delay(y, rng)
     if "echo" in chosen:
         y = _echo(y, rng)
+    return _at_rms(y, rms)
+
+
+def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(n, 2)`` float32 plus a random synthetic reverb, at the input's RMS: stereo noise decaying with an
+    RT60 of 0.3-2.5 s above 1.5 kHz faster than below (damping), 0-40 ms of pre-delay, 10-40 % wet."""
+    from scipy.signal import oaconvolve
+
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms == 0.0:
+        return x
+    rt60 = float(np.exp(rng.uniform(np.log(0.3), np.log(2.5))))
+    damping, predelay, mix = rng.uniform(0.3, 0.8), int(rng.uniform(0.0, 0.04) * SAMPLE_RATE), rng.uniform(0.1, 0.4)
+    n = min(len(x), int(rt60 * SAMPLE_RATE))
+    t = np.arange(n)[:, None] / SAMPLE_RATE
+    noise = rng.standard_normal((n, 2))
+    low = _lowpass(noise, 1500.0)
+    ir = low * np.exp(-6.9 * t / rt60) + (noise - low) * np.exp(-6.9 * t / (rt60 * damping))  # -60 dB at RT60
+    ir = np.concatenate([np.zeros((predelay, 2)), ir / np.sqrt(np.sum(ir**2) / 2)])
+    wet = oaconvolve(x.astype(np.float64), ir, axes=0)[: len(x)]  # each channel through its own tail
+    y = x / rms + mix * wet / (np.sqrt(np.mean(wet**2)) + 1e-12)
     return _at_rms(y, rms)

@@ -63,19 +63,20 @@ def phases(log: list) -> str:
         # a corpus that grows during a phase (same recipes) does not start a new one
         data = tuple(r["train_recipes"]) if r.get("train_recipes") else songs
         key = (r.get("lr", 1e-3), tuple(r["condition_p"]) if r.get("condition_p") else None, data,
-               bool(r.get("timbre")), r.get("ema"), r.get("saturate"), r.get("fx"))
+               bool(r.get("timbre")), r.get("ema"), r.get("saturate"), r.get("fx"), r.get("reverb"))
         if rows and rows[-1][0] == key:
             rows[-1][2], rows[-1][4] = r["step"], songs
         else:
             rows.append([key, prev_step, r["step"], songs, songs])
         prev_step = r["step"]
     out = []
-    for (lr, p, _, timbre, ema, saturate, fx), a, b, first, last in rows:
+    for (lr, p, _, timbre, ema, saturate, fx, reverb), a, b, first, last in rows:
         sampling = "uniform (the authors')" if p is None else "/".join(f"{v:g}" for v in p)
         songs = f"{last}" if first == last else f"{first} growing to {last}"
         extra = ((", timbre augmentation (re-pitch, random EQ)" if timbre else "")
                  + (f", saturation of each stem with probability {saturate:g}" if saturate else "")
                  + (f", an effects chain (drive, modulation, echoes) on each stem with probability {fx:g}" if fx else "")
+                 + (f", a synthetic reverb on each stem with probability {reverb:g}" if reverb else "")
                  + (f", weights' EMA {ema:g}" if ema else ""))
         out.append(f"  - steps {a}–{b}: lr {lr:g}, targets {sampling}, {songs} train songs{extra}")
     return "\n".join(out)

@@ -9,7 +9,8 @@ spectrogram; Adam. Examples are remixed on the fly: each stem from a random
 song and offset (or, with probability ``--coherent``, all stems from the same
 place of one song), random gain per stem and random channel swap; ``--timbre`` adds
 re-pitching and random EQ per stem, ``--saturate P`` a random waveshaper on each stem with
-probability P, ``--fx P`` a random chain of drive, modulation and echoes (``augment.py``).
+probability P, ``--fx P`` a random chain of drive, modulation and echoes, ``--reverb P`` a random synthetic
+reverb (``augment.py``).
 
 Training windows may be shorter than the network's ``num_frame`` (256): the net
 is convolutional in time, frames need only be a multiple of 16. ``RUN_DIR``
@@ -34,7 +35,7 @@ import torch
 from lightsaft_infer.config import SOURCES, ModelConfig
 from lightsaft_infer.network import ConditionedUNet
 from lightsaft_infer.weights import save_weights
-from training.augment import SEMITONES, effects, random_eq, repitch, repitch_span, saturate
+from training.augment import SEMITONES, effects, random_eq, repitch, repitch_span, reverb, saturate
 
 #: The MDX submission's LightSAFT configuration ("lightsaft_small" in the architecture notes).
 MDX_CONFIG = ModelConfig(
@@ -98,14 +99,16 @@ class MultitrackSet:
         return song, int(rng.integers(0, max(1, self.frames[song] - length)))
 
     def example(self, rng: np.random.Generator, length: int, coherent: float, augment: bool = True,
-                condition_p=None, timbre: bool = False, saturate_p: float = 0.0, fx_p: float = 0.0):
+                condition_p=None, timbre: bool = False, saturate_p: float = 0.0, fx_p: float = 0.0,
+                reverb_p: float = 0.0):
         """``(stems (4, length, 2), condition)`` with the stems in SOURCES order.
 
         ``condition_p``: probability of each source as the target (SOURCES order); uniform if None.
         ``timbre``: also re-pitch (p 0.3) and randomly equalise (p 0.5) each stem (``augment.py``).
         ``saturate_p``: probability of a random waveshaper on each stem (no draw at all when 0, so that
         runs without it see the same examples as before it existed); ``fx_p`` likewise, for a random effects
-        chain (:func:`training.augment.effects`).
+        chain (:func:`training.augment.effects`), and ``reverb_p`` for a random reverb
+        (:func:`training.augment.reverb`).
         """
         stems = []
         place = self.random_place(rng, length) if rng.random() < coherent else None
@@ -120,6 +123,8 @@ class MultitrackSet:
                 x = saturate(x, rng)
             if fx_p and rng.random() < fx_p:
                 x = effects(x, rng)
+            if reverb_p and rng.random() < reverb_p:
+                x = reverb(x, rng)
             if augment:
                 x = x * rng.uniform(0.25, 1.25)
                 if rng.random() < 0.5:
@@ -141,9 +146,9 @@ def complex_channels(wave: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 
 def batch(dataset: MultitrackSet, rng, size: int, length: int, coherent: float, device, augment=True,
-          condition_p=None, timbre: bool = False, saturate_p: float = 0.0, fx_p: float = 0.0):
+          condition_p=None, timbre: bool = False, saturate_p: float = 0.0, fx_p: float = 0.0, reverb_p: float = 0.0):
     """Mixture and target spectrograms ``(B, 4, T, F)`` and conditions ``(B,)``."""
-    examples = [dataset.example(rng, length, coherent, augment, condition_p, timbre, saturate_p, fx_p)
+    examples = [dataset.example(rng, length, coherent, augment, condition_p, timbre, saturate_p, fx_p, reverb_p)
                 for _ in range(size)]
     stems = torch.from_numpy(np.stack([e[0] for e in examples])).to(device)  # (B, 4, length, 2)
     cond = torch.tensor([e[1] for e in examples], device=device)
@@ -211,7 +216,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
           init: str | None = None, condition_p=None, extra_valid=(), timbre: bool = False, ema: float = 0.0,
-          saturate_p: float = 0.0, fx_p: float = 0.0, valid_fx_p: float = 0.0) -> dict:
+          saturate_p: float = 0.0, fx_p: float = 0.0, valid_fx_p: float = 0.0, reverb_p: float = 0.0) -> dict:
     """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring.
 
     ``ema``: if > 0, validate and export an exponential moving average of the weights (and BatchNorm
@@ -274,7 +279,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     while step < steps and (time.time() - start) < minutes * 60:
         mix, target, cond = batch(data, rng, batch_size, length, coherent, device, condition_p=condition_p,
-                                  timbre=timbre, saturate_p=saturate_p, fx_p=fx_p)
+                                  timbre=timbre, saturate_p=saturate_p, fx_p=fx_p, reverb_p=reverb_p)
         with autocast:
             est = net(mix, cond)
         running = optimiser_step(opt, torch.mean((est.float() - target) ** 2), running, bar, 0.98)
@@ -291,7 +296,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
                       "train_songs": len(data.songs), "train_recipes": data.recipes(), "lr": lr,
                       "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p],
                       "timbre": timbre, "ema": ema or None, **({"saturate": saturate_p} if saturate_p else {}),
-                      **({"fx": fx_p} if fx_p else {})}
+                      **({"fx": fx_p} if fx_p else {}), **({"reverb": reverb_p} if reverb_p else {})}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if v < best:
@@ -335,6 +340,8 @@ def main(argv=None) -> int:
                    help="probability of a random waveshaper (soft/cubic/hard clipping) on each stem (training/augment.py)")
     p.add_argument("--fx", type=float, default=0.0, metavar="P",
                    help="probability of a random effects chain (drive, chorus/flanger/phaser, echoes) on each stem")
+    p.add_argument("--reverb", type=float, default=0.0, metavar="P",
+                   help="probability of a random synthetic reverb (room or plate) on each stem")
     p.add_argument("--valid-fx", type=float, default=0.0, metavar="P",
                    help="also validate on ROOT's valid songs with an effects chain on each stem with probability P")
     p.add_argument("--ema", type=float, default=0.0,
@@ -344,7 +351,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if not 0.0 <= a.saturate <= 1.0:
         p.error("--saturate is a probability, between 0 and 1")
-    for name in ("fx", "valid_fx"):
+    for name in ("fx", "valid_fx", "reverb"):
         if not 0.0 <= getattr(a, name) <= 1.0:
             p.error(f"--{name.replace('_', '-')} is a probability, between 0 and 1")
     condition_p = None
@@ -356,7 +363,8 @@ def main(argv=None) -> int:
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
                     threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init,
                     condition_p=condition_p, extra_valid=a.extra_valid, timbre=a.timbre,
-                    ema=a.ema, saturate_p=a.saturate, fx_p=a.fx, valid_fx_p=a.valid_fx)
+                    ema=a.ema, saturate_p=a.saturate, fx_p=a.fx, valid_fx_p=a.valid_fx,
+                    reverb_p=a.reverb)
     print(json.dumps(summary))
     return 0
 
