@@ -29,6 +29,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .synth import lowpass
+
 SAMPLE_RATE = 44100
 SEMITONES = (-2, -1, 1, 2)  # speed changes drawn by repitch augmentation
 
@@ -112,12 +114,6 @@ def saturate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 EFFECTS = {"drive": 0.5, "modulation": 0.5, "echo": 0.35}
 
 
-def _lowpass(y: np.ndarray, cutoff: float) -> np.ndarray:
-    from scipy.signal import butter, sosfilt
-
-    return sosfilt(butter(2, cutoff, fs=SAMPLE_RATE, output="sos"), y, axis=0)
-
-
 def _modulated_delay(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Chorus (10-30 ms, slow) or flanger (1-5 ms, with feedback-like depth): ``x`` plus a copy read
     through a delay swept by a sine LFO, the right channel's LFO a quarter cycle late (stereo spread)."""
@@ -189,7 +185,7 @@ def effects(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         chosen = [list(EFFECTS)[int(rng.integers(len(EFFECTS)))]]
     y = x
     if "drive" in chosen:  # a waveshaper into a cabinet-like low-pass
-        y = _lowpass(saturate(y, rng), float(np.exp(rng.uniform(np.log(2500), np.log(9000)))))
+        y = lowpass(saturate(y, rng), float(np.exp(rng.uniform(np.log(2500), np.log(9000)))), axis=0)
     if "modulation" in chosen:
         y = _phaser(y, rng) if rng.random() < 0.35 else _modulated_delay(y, rng)
     if "echo" in chosen:
@@ -210,7 +206,7 @@ def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n = min(len(x), int(rt60 * SAMPLE_RATE))
     t = np.arange(n)[:, None] / SAMPLE_RATE
     noise = rng.standard_normal((n, 2))
-    low = _lowpass(noise, 1500.0)
+    low = lowpass(noise, 1500.0, axis=0)
     ir = low * np.exp(-6.9 * t / rt60) + (noise - low) * np.exp(-6.9 * t / (rt60 * damping))  # -60 dB at RT60
     ir = np.concatenate([np.zeros((predelay, 2)), ir / np.sqrt(np.sum(ir**2) / 2)])
     wet = oaconvolve(x.astype(np.float64), ir, axes=0)[: len(x)]  # each channel through its own tail

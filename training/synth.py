@@ -85,9 +85,10 @@ def _adsr(n: int, gate: int, a: float, d: float, s: float, r: float) -> np.ndarr
     return np.where(np.arange(n) < gate, held, level * np.exp(-(t - g) / max(r, 1e-4)))
 
 
-def _lowpass(x: np.ndarray, cutoff: float, q: float = 0.7) -> np.ndarray:
+def lowpass(x: np.ndarray, cutoff: float, axis: int = -1) -> np.ndarray:
+    """A second-order Butterworth low-pass along ``axis`` (the cutoff kept below Nyquist)."""
     cutoff = min(cutoff, 0.45 * SAMPLE_RATE)
-    return sosfilt(butter(2, cutoff, fs=SAMPLE_RATE, output="sos"), x)
+    return sosfilt(butter(2, cutoff, fs=SAMPLE_RATE, output="sos"), x, axis=axis)
 
 
 class Patch:
@@ -130,7 +131,7 @@ class Patch:
             osc = _saw(f, n) if self.kind == "saw" else _square(f, n, p["width"])
             env = _adsr(n, gate, 0.004, 0.25, 0.75, 0.06)
             fenv = np.exp(-t / p["decay"])
-            closed, opened = _lowpass(osc, p["cut"]), _lowpass(osc, p["cut"] * (1 + p["env"]))
+            closed, opened = lowpass(osc, p["cut"]), lowpass(osc, p["cut"] * (1 + p["env"]))
             y = closed + (opened - closed) * fenv  # a filter sweep as a crossfade of two fixed filters
             if self.kind == "saw":
                 y = np.tanh(p["drive"] * y) / np.tanh(p["drive"])
@@ -141,7 +142,7 @@ class Patch:
         elif self.kind == "supersaw":
             k = p["voices"]
             y = sum(_saw(f * 2 ** (p["detune"] * (i - (k - 1) / 2) / 12 / max(k - 1, 1)), n, i / k) for i in range(k)) / np.sqrt(k)
-            y = _lowpass(y, p["cut"])
+            y = lowpass(y, p["cut"])
             env = _adsr(n, gate, p["attack"], 0.5, 0.8, p["release"])
         elif self.kind == "pluck":
             period = max(2, int(round(SAMPLE_RATE / f)))
@@ -170,12 +171,12 @@ class Patch:
                 # |sin| repeats every half cycle: an abs carrier runs at half speed to sound the note's pitch
                 y = _wave(p["carrier"], f * (0.5 if p["carrier"] == "abs" else 1.0) * t + mod / (2 * np.pi))
             y = y - (np.mean(y) if len(y) else 0.0)  # rectified waveforms carry DC
-            y = _lowpass(y, 12000.0)  # the chips' output filter; it also tames the square's aliasing
+            y = lowpass(y, 12000.0)  # the chips' output filter; it also tames the square's aliasing
             env = _adsr(n, gate, p["attack"], p["decay"], p["sustain"], p["release"])
             env *= 1 - p["tremolo"] * (0.5 + 0.5 * np.sin(2 * np.pi * 3.7 * t))
         else:  # pwm
             width = 0.5 + p["depth"] * np.sin(2 * np.pi * p["rate"] * t)
-            y = _lowpass(np.where(((f * t) % 1.0) < width, 1.0, -1.0), p["cut"])  # the filter tames the aliasing
+            y = lowpass(np.where(((f * t) % 1.0) < width, 1.0, -1.0), p["cut"])  # the filter tames the aliasing
             env = _adsr(n, gate, 0.01, 0.3, 0.8, 0.2)
         return y * env * vel
 
