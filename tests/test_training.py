@@ -521,6 +521,13 @@ def test_the_card_says_what_recipe_versions_2_and_3_the_effects_chain_and_the_ef
     text = version_2_paragraph(new + [{**new[-1], "valid_losses": {"a": 1, "b": 2, "a" + FX_VALID: 3}}])
     assert "three validation sets" in text and text in wide_paragraph(new + [{**new[-1], "valid_losses": {"a" + FX_VALID: 3}}])
     assert "formant" not in text
+    from training.model_card import validation_line
+
+    log = [{"step": s, "valid_loss": v, "run": True} for s, v in ((100, 1.3), (200, 1.2), (300, 1.25))]
+    assert validation_line(log) == "Best validation loss 1.2000 at step 200 (these weights)."
+    assert validation_line(log, 200) == validation_line(log)
+    assert validation_line(log, 300).startswith("Best validation loss 1.2000 at step 200; these weights are step 300 "
+                                                "(validation loss 1.2500), not the best")
     later = new + [{**new[-1], "train_recipes": {"gm": 16, "wide v2": 400, "wide v3": 100}}]
     assert "version 3" in version_2_paragraph(later) and "formant.py" in version_2_paragraph(later)
 

@@ -159,13 +159,23 @@ def eval_table(report: dict) -> str:
     return format_table(report, STEMS)
 
 
+def validation_line(log: list, weights_step: int | None = None) -> str:
+    """Which checkpoint the weights are: the best by validation (the default), or ``weights_step``."""
+    best = best_record(log)
+    line = f"Best validation loss {best['valid_loss']:.4f} at step {best['step']}"
+    if weights_step is None or weights_step == best["step"]:
+        return line + " (these weights)."
+    shipped = next(r for r in log if r["step"] == weights_step)
+    return (line + f"; these weights are step {weights_step} (validation loss {shipped['valid_loss']:.4f}), not "
+            "the best by validation: see the phases below for why.")
+
+
 def render(run: str, corpus: str, eval_path: str, out_dir: str, hardware: str, frames: int, batch: int,
-           extra: str = "", history: str | None = None) -> str:
+           extra: str = "", history: str | None = None, weights_step: int | None = None) -> str:
     log = read_log(run, history)
     report = json.load(open(eval_path))
     facts = corpus_facts(corpus)
     loss_curve(log, os.path.join(out_dir, "loss_curve.png"))
-    best = best_record(log)
     summary = report["summary"]
     gain = {s: summary["model"][s]["mdx"] - summary["mix/4"][s]["mdx"] for s in STEMS}
     bss_songs = sum(1 for r in report["per_song"] if r["model"]["vocals"].get("bss") is not None)
@@ -217,8 +227,7 @@ was generated for this model in the time available, seed 0.)
 {phases(log)}
 - Windows of {frames} frames (the net is convolutional in time), batch {batch}, bf16 autocast.
 - Steps: {log[-1]['step']} ({log[-1]['seconds'] / 3600:.2f} h wall, including pauses while the
-  machine ran other jobs) on {hardware}. Best validation
-  loss {best['valid_loss']:.4f} at step {best['step']} (these weights).
+  machine ran other jobs) on {hardware}. {validation_line(log, weights_step)}
 {extra}
 
 ![loss curve](loss_curve.png)
@@ -363,6 +372,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--extra", default="", help="a paragraph added to the training section")
+    p.add_argument("--weights-step", type=int, default=None,
+                   help="the step the shipped weights are, when not the best by validation")
     p.add_argument("--history", default=None,
                    help="training log of the weights the run started from (--init), e.g. weights/training_log.jsonl")
     a = p.parse_args(argv)
@@ -377,7 +388,8 @@ def main(argv=None) -> int:
         return 0
     if not (a.run and a.corpus and a.eval):
         p.error("--run, --corpus and --eval are needed to write the whole card")
-    text = render(a.run, a.corpus, a.eval, a.out, a.hardware, a.frames, a.batch, a.extra, a.history)
+    text = render(a.run, a.corpus, a.eval, a.out, a.hardware, a.frames, a.batch, a.extra, a.history,
+                  a.weights_step)
     with open(os.path.join(a.out, "MODEL_CARD.md"), "w") as f:
         f.write(text)
     return 0
