@@ -15,6 +15,7 @@ from .conftest import need_debian_tools
 # (.ci/run installs them): without them the corpus tests skip, except in CI, where they fail.
 from training import corpus
 from training.corpus import POOLS, SPLITS, STEMS, make_song, song_rng
+from training.wide import RECIPE_VERSION
 
 SECONDS = (8.0, 10.0)
 
@@ -399,7 +400,8 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     assert first["step"] == 2
     log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 2 and np.isfinite(log[-1]["valid_loss"])
-    assert log[-1]["train_recipes"] == {"wide v2": 2}  # the model card's phases name what was trained on
+    wide = f"wide v{RECIPE_VERSION}"  # the mini corpus is the wide recipe's current version
+    assert log[-1]["train_recipes"] == {wide: 2}  # the model card's phases name what was trained on
     second = train(str(mini_corpus), str(run), frames=16, batch_size=2, steps=4, valid_every=2, valid_batches=1,
                    progress=False)  # fmt: skip
     assert second["step"] == 4  # resumed from step 2, not restarted
@@ -432,7 +434,7 @@ def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpu
     combined = read_log(str(run), str(history))
     assert [r["step"] for r in combined] == [100, 102, 104]
     assert phases(combined).splitlines() == ["  - steps 0–100: lr 0.001, targets uniform (the authors'), 3 train songs",
-                                             "  - steps 100–104: lr 0.001, targets uniform (the authors'), 2 wide v2 train songs"]
+                                             f"  - steps 100–104: lr 0.001, targets uniform (the authors'), 2 {wide} train songs"]
     # a corpus growing under a running phase stays one phase; augmentation and EMA are named
     grow = [{"step": s, "train_songs": n, "train_recipes": {"gm": 16, "wide": n - 16}, "lr": 1e-4, "timbre": s > 100,
              "ema": 0.999 if s > 100 else None} for s, n in ((100, 116), (200, 130), (300, 150))]
