@@ -270,15 +270,15 @@ class Separator:
         t = time.perf_counter()
         for first, windows in window_batches(read, plan, self.batch_size, channels=2):
             name = guard.choose(plan.n_windows - first, len(windows))
-            ran = time.perf_counter()
+            network = time.perf_counter()
             waves = self._run_batch(name, windows)
-            wrote = time.perf_counter()
+            network = time.perf_counter() - network
             for j, y in enumerate(waves):
                 sink(ola.add(first + j, y))
             # The cost a window really has: reading it, the network, and the overlap-add and writing it
             # triggers; all but the network is what a filled window costs too.
             end = time.perf_counter()
-            guard.observe(name, (end - t) / len(windows), len(windows), (end - t - (wrote - ran)) / len(windows))
+            guard.observe(name, (end - t) / len(windows), len(windows), (end - t - network) / len(windows))
             t = end
             if progress is not None:
                 progress(first + len(waves), plan.n_windows)

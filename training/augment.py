@@ -83,6 +83,11 @@ def random_eq(x: np.ndarray, rng: np.random.Generator, max_db: float = 6.0) -> n
 SHAPERS = ("soft", "cubic", "hard")
 
 
+def _rms(x: np.ndarray) -> float:
+    """RMS of ``x`` over all samples and channels, computed in float64."""
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+
 def _at_rms(y: np.ndarray, rms: float) -> np.ndarray:
     """``y`` scaled to RMS ``rms``, as contiguous float32."""
     return np.ascontiguousarray(y * (rms / (np.sqrt(np.mean(y**2)) + 1e-12)), dtype=np.float32)
@@ -91,7 +96,7 @@ def _at_rms(y: np.ndarray, rms: float) -> np.ndarray:
 def saturate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(n, 2)`` float32 through a random waveshaper (:data:`SHAPERS`) at 3–24 dB of drive, mixed
     30–100 % with the dry signal and scaled back to the input's RMS (the remix draws the level)."""
-    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    rms = _rms(x)
     if rms == 0.0:
         return x
     y = x.astype(np.float64) / (np.abs(x).max() * 10 ** (-rng.uniform(3, 24) / 20))
@@ -177,7 +182,7 @@ def _echo(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def effects(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(n, 2)`` float32 through a random chain of :data:`EFFECTS` in the order a guitarist's pedals
     would have them (drive, modulation, echo), at the input's RMS (the remix draws the level)."""
-    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    rms = _rms(x)
     if rms == 0.0:
         return x
     chosen = [name for name, p in EFFECTS.items() if rng.random() < p]
@@ -198,7 +203,7 @@ def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     RT60 of 0.3-2.5 s above 1.5 kHz faster than below (damping), 0-40 ms of pre-delay, 10-40 % wet."""
     from scipy.signal import oaconvolve
 
-    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    rms = _rms(x)
     if rms == 0.0:
         return x
     rt60 = float(np.exp(rng.uniform(np.log(0.3), np.log(2.5))))
