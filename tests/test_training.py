@@ -200,7 +200,7 @@ def test_timbre_augmentation_repitches_equalises_and_follows_the_seed(mini_corpu
 
 
 def test_saturation_adds_harmonics_keeps_the_level_and_follows_the_seed(mini_corpus, monkeypatch):
-    from training.augment import saturate
+    from training.augment import StemEffects, saturate
 
     rate = 44100
     tone = np.repeat(0.3 * np.sin(2 * np.pi * 100 * np.arange(rate) / rate)[:, None], 2, axis=1).astype(np.float32)
@@ -214,8 +214,9 @@ def test_saturation_adds_harmonics_keeps_the_level_and_follows_the_seed(mini_cor
         np.testing.assert_array_equal(y, saturate(tone, np.random.default_rng(seed)))
     np.testing.assert_array_equal(saturate(np.zeros((64, 2), np.float32), np.random.default_rng(0)), 0)
 
-    data, calls = check_per_stem_option(mini_corpus, monkeypatch, "saturate", saturate, "saturate_p")
-    runs = [[data.example(np.random.default_rng(seed), N_EXAMPLE, 0.5, saturate_p=0.5)[0] for seed in range(4)]
+    data, calls = check_per_stem_option(mini_corpus, monkeypatch, "saturate", saturate, "saturate")
+    half = StemEffects(saturate=0.5)
+    runs = [[data.example(np.random.default_rng(seed), N_EXAMPLE, 0.5, stem_fx=half)[0] for seed in range(4)]
             for _ in range(2)]
     for x, y in zip(*runs):
         np.testing.assert_array_equal(x, y)
@@ -226,20 +227,22 @@ N_EXAMPLE = 1024 * 31
 
 
 def check_per_stem_option(mini_corpus, monkeypatch, name, function, option):
-    """A per-stem augmentation ``option`` of ``MultitrackSet.example``: at probability 0 it draws nothing (runs
-    from before it existed see the same examples), at 1 it calls ``training.train.<name>`` on every stem.
-    Returns the set and the calls' shapes so far."""
-    import training.train
+    """A per-stem effect (``augment.StemEffects.<option>``) in ``MultitrackSet.example``: at probability 0 it
+    draws nothing (runs from before it existed see the same examples), at 1 it calls ``training.augment.<name>``
+    on every stem. Returns the set and the calls' shapes so far."""
+    import training.augment
+    from training.augment import StemEffects
     from training.train import MultitrackSet
 
     data = MultitrackSet(str(mini_corpus), "train")
     plain = [data.example(np.random.default_rng(seed), N_EXAMPLE, 0.5)[0] for seed in range(4)]
-    off = [data.example(np.random.default_rng(seed), N_EXAMPLE, 0.5, **{option: 0.0})[0] for seed in range(4)]
+    off = [data.example(np.random.default_rng(seed), N_EXAMPLE, 0.5, stem_fx=StemEffects(**{option: 0.0}))[0]
+           for seed in range(4)]
     for a, b in zip(plain, off):
         np.testing.assert_array_equal(a, b)
     calls = []
-    monkeypatch.setattr(training.train, name, lambda x, rng: calls.append(x.shape) or function(x, rng))
-    data.example(np.random.default_rng(0), N_EXAMPLE, 0.5, **{option: 1.0})
+    monkeypatch.setattr(training.augment, name, lambda x, rng: calls.append(x.shape) or function(x, rng))
+    data.example(np.random.default_rng(0), N_EXAMPLE, 0.5, stem_fx=StemEffects(**{option: 1.0}))
     assert calls == [(N_EXAMPLE, 2)] * 4
     return data, calls
 
@@ -277,7 +280,7 @@ def test_effects_chain_changes_the_sound_keeps_the_level_and_follows_the_seed(mi
     phased = augment._phaser(noise, np.random.default_rng(2))
     assert 0.5 < np.std(phased) / np.std(noise) < 1.5
 
-    check_per_stem_option(mini_corpus, monkeypatch, "effects", augment.effects, "fx_p")
+    check_per_stem_option(mini_corpus, monkeypatch, "effects", augment.effects, "fx")
 
 
 def test_reverb_adds_a_decaying_tail_keeps_the_level_and_follows_the_seed(mini_corpus, monkeypatch):
@@ -300,7 +303,7 @@ def test_reverb_adds_a_decaying_tail_keeps_the_level_and_follows_the_seed(mini_c
         tails.append(tail)
     assert not np.allclose(tails[0], tails[1])
     np.testing.assert_array_equal(augment.reverb(np.zeros((64, 2), np.float32), np.random.default_rng(0)), 0)
-    check_per_stem_option(mini_corpus, monkeypatch, "reverb", augment.reverb, "reverb_p")
+    check_per_stem_option(mini_corpus, monkeypatch, "reverb", augment.reverb, "reverb")
 
 
 def test_operator_fm_patches_sound_the_note_and_follow_the_seed():
@@ -511,16 +514,16 @@ def test_validation_through_effects_is_its_own_set_and_a_change_of_sets_restarts
 
 
 def test_the_card_says_what_recipe_versions_2_and_3_the_effects_chain_and_the_effects_validation_added():
-    from training.model_card import version_2_paragraph, wide_paragraph
+    from training.model_card import later_versions_paragraph, wide_paragraph
     from training.train import FX_VALID
 
     old = [{"step": 100, "train_songs": 116, "train_recipes": {"gm": 16, "wide": 100}, "valid_losses": {"a": 1, "b": 2}}]
-    assert version_2_paragraph(old) == "" and "wide recipe" in wide_paragraph(old)
+    assert later_versions_paragraph(old) == "" and "wide recipe" in wide_paragraph(old)
     new = old + [{"step": 200, "train_songs": 416, "train_recipes": {"gm": 16, "wide v2": 400}, "fx": 0.3,
                   "valid_losses": {"a": 1, "b": 2}}]
-    text = version_2_paragraph(new)
+    text = later_versions_paragraph(new)
     assert "operator FM" in text and "probability 0.3" in text and "three validation sets" not in text
-    text = version_2_paragraph(new + [{**new[-1], "valid_losses": {"a": 1, "b": 2, "a" + FX_VALID: 3}}])
+    text = later_versions_paragraph(new + [{**new[-1], "valid_losses": {"a": 1, "b": 2, "a" + FX_VALID: 3}}])
     assert "three validation sets" in text and text in wide_paragraph(new + [{**new[-1], "valid_losses": {"a" + FX_VALID: 3}}])
     assert "formant" not in text
     from training.model_card import validation_line
@@ -531,7 +534,7 @@ def test_the_card_says_what_recipe_versions_2_and_3_the_effects_chain_and_the_ef
     assert validation_line(log, 300).startswith("Best validation loss 1.2000 at step 200; these weights are step 300 "
                                                 "(validation loss 1.2500), not the best")
     later = new + [{**new[-1], "train_recipes": {"gm": 16, "wide v2": 400, "wide v3": 100}}]
-    assert "version 3" in version_2_paragraph(later) and "formant.py" in version_2_paragraph(later)
+    assert "version 3" in later_versions_paragraph(later) and "formant.py" in later_versions_paragraph(later)
 
 
 @pytest.mark.slow  # ~4 min: NNCF calibration (twice), three short runs and an IR conversion

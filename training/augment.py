@@ -24,6 +24,7 @@ before the mixture is summed (so mixture = sum of stems still holds):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
@@ -217,3 +218,27 @@ def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     wet = oaconvolve(x.astype(np.float64), ir, axes=0)[: len(x)]  # each channel through its own tail
     y = x / rms + mix * wet / (np.sqrt(np.mean(wet**2)) + 1e-12)
     return _at_rms(y, rms)
+
+
+@dataclass(frozen=True)
+class StemEffects:
+    """How often each per-stem effect is drawn (``--saturate``, ``--fx``, ``--reverb``): a probability per
+    stem, applied in a mixing chain's order (waveshaper, pedal chain, reverb) to one ``(n, 2)`` stem.
+
+    A probability of 0 draws nothing from the RNG, so that a run without an effect sees the same examples
+    as runs from before it existed (and a resumed run the same as an uninterrupted one)."""
+
+    saturate: float = 0.0
+    fx: float = 0.0
+    reverb: float = 0.0
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        # the module's functions are looked up at call time, so that tests can watch them
+        for p, effect in ((self.saturate, saturate), (self.fx, effects), (self.reverb, reverb)):
+            if p and rng.random() < p:
+                x = effect(x, rng)
+        return x
+
+    def logged(self) -> dict:
+        """The probabilities that are on, by their command-line names (the training log's keys)."""
+        return {name: p for name, p in (("saturate", self.saturate), ("fx", self.fx), ("reverb", self.reverb)) if p}

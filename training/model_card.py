@@ -103,12 +103,12 @@ cabinet simulation, and choir pads and voice leads in *other*; random stereo wid
 codec-like band limit on the mix. The valid split used to pick the checkpoint then holds 14 wide and
 14 GM-recipe songs, weighted equally. The test split stays GM-recipe, so its figures compare
 across models.
-""" + version_2_paragraph(log)
+""" + later_versions_paragraph(log)
 
 
-def version_2_paragraph(log: list) -> str:
-    """What recipe versions 2 and 3, the effects chain and the effects validation set added, if the log used
-    them."""
+def later_versions_paragraph(log: list) -> str:
+    """What the wide recipe's later versions (2 and 3), the effects chain and the effects validation set added,
+    if the log used them."""
     recipes = {recipe for r in log for recipe in (r.get("train_recipes") or {})}
     if not {"wide v2", "wide v3"} & recipes:
         return ""

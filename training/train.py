@@ -35,7 +35,7 @@ import torch
 from lightsaft_infer.config import SOURCES, ModelConfig
 from lightsaft_infer.network import ConditionedUNet
 from lightsaft_infer.weights import save_weights
-from training.augment import SEMITONES, effects, random_eq, repitch, repitch_span, reverb, saturate
+from training.augment import SEMITONES, StemEffects, random_eq, repitch, repitch_span
 
 #: The MDX submission's LightSAFT configuration ("lightsaft_small" in the architecture notes).
 MDX_CONFIG = ModelConfig(
@@ -99,16 +99,12 @@ class MultitrackSet:
         return song, int(rng.integers(0, max(1, self.frames[song] - length)))
 
     def example(self, rng: np.random.Generator, length: int, coherent: float, augment: bool = True,
-                condition_p=None, timbre: bool = False, saturate_p: float = 0.0, fx_p: float = 0.0,
-                reverb_p: float = 0.0):
+                condition_p=None, timbre: bool = False, stem_fx: StemEffects = StemEffects()):
         """``(stems (4, length, 2), condition)`` with the stems in SOURCES order.
 
         ``condition_p``: probability of each source as the target (SOURCES order); uniform if None.
         ``timbre``: also re-pitch (p 0.3) and randomly equalise (p 0.5) each stem (``augment.py``).
-        ``saturate_p``: probability of a random waveshaper on each stem (no draw at all when 0, so that
-        runs without it see the same examples as before it existed); ``fx_p`` likewise, for a random effects
-        chain (:func:`training.augment.effects`), and ``reverb_p`` for a random reverb
-        (:func:`training.augment.reverb`).
+        ``stem_fx``: the per-stem effects (waveshaper, effects chain, reverb) and how often each is drawn.
         """
         stems = []
         place = self.random_place(rng, length) if rng.random() < coherent else None
@@ -119,12 +115,7 @@ class MultitrackSet:
                 x = repitch(self.read(song, source, start, repitch_span(length, semitones)), semitones, length)
             else:
                 x = self.read(song, source, start, length)
-            if saturate_p and rng.random() < saturate_p:
-                x = saturate(x, rng)
-            if fx_p and rng.random() < fx_p:
-                x = effects(x, rng)
-            if reverb_p and rng.random() < reverb_p:
-                x = reverb(x, rng)
+            x = stem_fx(x, rng)
             if augment:
                 x = x * rng.uniform(0.25, 1.25)
                 if rng.random() < 0.5:
@@ -146,9 +137,9 @@ def complex_channels(wave: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 
 def batch(dataset: MultitrackSet, rng, size: int, length: int, coherent: float, device, augment=True,
-          condition_p=None, timbre: bool = False, saturate_p: float = 0.0, fx_p: float = 0.0, reverb_p: float = 0.0):
+          condition_p=None, timbre: bool = False, stem_fx: StemEffects = StemEffects()):
     """Mixture and target spectrograms ``(B, 4, T, F)`` and conditions ``(B,)``."""
-    examples = [dataset.example(rng, length, coherent, augment, condition_p, timbre, saturate_p, fx_p, reverb_p)
+    examples = [dataset.example(rng, length, coherent, augment, condition_p, timbre, stem_fx)
                 for _ in range(size)]
     stems = torch.from_numpy(np.stack([e[0] for e in examples])).to(device)  # (B, 4, length, 2)
     cond = torch.tensor([e[1] for e in examples], device=device)
@@ -174,7 +165,8 @@ def validation_set(root: str, frames: int, n: int, seed: int = 1234, fx_p: float
     data = MultitrackSet(root, "valid")
     rng = np.random.default_rng(seed)
     length = MDX_CONFIG.hop_length * (frames - 1)
-    return [batch(data, rng, 4, length, coherent=1.0, device="cpu", augment=False, fx_p=fx_p) for _ in range(n)]
+    return [batch(data, rng, 4, length, coherent=1.0, device="cpu", augment=False, stem_fx=StemEffects(fx=fx_p))
+            for _ in range(n)]
 
 
 #: Suffix of the validation set made of the first root's songs through effects (``--valid-fx``).
@@ -216,7 +208,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
           lr: float = 1e-3, coherent: float = 0.5, valid_every: int = 200, valid_batches: int = 16, seed: int = 0,
           threads: int | None = None, onnx: bool = True, progress: bool = True, precision: str = "bf16",
           init: str | None = None, condition_p=None, extra_valid=(), timbre: bool = False, ema: float = 0.0,
-          saturate_p: float = 0.0, fx_p: float = 0.0, valid_fx_p: float = 0.0, reverb_p: float = 0.0) -> dict:
+          stem_fx: StemEffects = StemEffects(), valid_fx_p: float = 0.0) -> dict:
     """Train (or resume) in ``run_dir``; returns a summary dict. See the module docstring.
 
     ``ema``: if > 0, validate and export an exponential moving average of the weights (and BatchNorm
@@ -279,7 +271,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     while step < steps and (time.time() - start) < minutes * 60:
         mix, target, cond = batch(data, rng, batch_size, length, coherent, device, condition_p=condition_p,
-                                  timbre=timbre, saturate_p=saturate_p, fx_p=fx_p, reverb_p=reverb_p)
+                                  timbre=timbre, stem_fx=stem_fx)
         with autocast:
             est = net(mix, cond)
         running = optimiser_step(opt, torch.mean((est.float() - target) ** 2), running, bar, 0.98)
@@ -295,8 +287,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
                       "valid_losses": per_root if len(per_root) > 1 else None,
                       "train_songs": len(data.songs), "train_recipes": data.recipes(), "lr": lr,
                       "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p],
-                      "timbre": timbre, "ema": ema or None, **({"saturate": saturate_p} if saturate_p else {}),
-                      **({"fx": fx_p} if fx_p else {}), **({"reverb": reverb_p} if reverb_p else {})}
+                      "timbre": timbre, "ema": ema or None, **stem_fx.logged()}
             log.write(json.dumps(record) + "\n")
             log.flush()
             if v < best:
@@ -349,9 +340,7 @@ def main(argv=None) -> int:
     p.add_argument("--extra-valid", nargs="*", default=[],
                    help="more MUSDB-layout roots whose valid/ joins the validation (mean over roots)")
     a = p.parse_args(argv)
-    if not 0.0 <= a.saturate <= 1.0:
-        p.error("--saturate is a probability, between 0 and 1")
-    for name in ("fx", "valid_fx", "reverb"):
+    for name in ("saturate", "fx", "valid_fx", "reverb"):
         if not 0.0 <= getattr(a, name) <= 1.0:
             p.error(f"--{name.replace('_', '-')} is a probability, between 0 and 1")
     condition_p = None
@@ -363,8 +352,7 @@ def main(argv=None) -> int:
     summary = train(a.root, a.run_dir, a.frames, a.batch, a.steps, a.minutes, a.lr, a.coherent, a.valid_every,
                     threads=a.threads, onnx=not a.no_onnx, precision=a.precision, init=a.init,
                     condition_p=condition_p, extra_valid=a.extra_valid, timbre=a.timbre,
-                    ema=a.ema, saturate_p=a.saturate, fx_p=a.fx, valid_fx_p=a.valid_fx,
-                    reverb_p=a.reverb)
+                    ema=a.ema, stem_fx=StemEffects(a.saturate, a.fx, a.reverb), valid_fx_p=a.valid_fx)
     print(json.dumps(summary))
     return 0
 
