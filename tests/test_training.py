@@ -535,6 +535,7 @@ def test_the_card_says_what_recipe_versions_2_and_3_the_effects_chain_and_the_ef
                                                 "(validation loss 1.2500), not the best")
     later = new + [{**new[-1], "train_recipes": {"gm": 16, "wide v2": 400, "wide v3": 100}}]
     assert "version 3" in later_versions_paragraph(later) and "formant.py" in later_versions_paragraph(later)
+    assert "probability 0.3, then 0.4:" in later_versions_paragraph(later + [{**later[-1], "fx": 0.4}])  # every phase's, in order
 
 
 @pytest.mark.slow  # ~4 min: NNCF calibration (twice), three short runs and an IR conversion
