@@ -24,7 +24,7 @@ before the mixture is summed (so mixture = sum of stems still holds):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import lru_cache
 
@@ -241,4 +241,4 @@ class StemEffects:
 
     def logged(self) -> dict:
         """The probabilities that are on, by their command-line names (the training log's keys)."""
-        return {name: p for name, p in (("saturate", self.saturate), ("fx", self.fx), ("reverb", self.reverb)) if p}
+        return {name: p for name, p in asdict(self).items() if p}  # the fields are named as the options

@@ -121,7 +121,8 @@ def later_versions_paragraph(log: list) -> str:
             "percussive or held) and draws synthesised parts for *other* more often; its train songs are "
             "20–40 s long, so that many songs fit the time there was to render them."
             + (f" Phases with `--fx` put each training stem through a random effects chain with probability "
-               f"{', then '.join(f'{p:g}' for p in dict.fromkeys(fx))}: drive into a cabinet-like low-pass, a chorus, flanger or phaser, and feedback echoes, "
+               f"{', then '.join(f'{p:g}' for p in dict.fromkeys(fx))}: drive into a cabinet-like low-pass, a chorus, "
+               "flanger or phaser, and feedback echoes, "
                "written in numpy/scipy (the families of the shift split's effects, not its pedalboard code)."
                if fx else "")
             + (" From then on the checkpoint is chosen on three validation sets weighted equally: the wide and GM "
