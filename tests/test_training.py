@@ -393,6 +393,41 @@ def test_a_few_training_steps_reduce_the_loss(mini_corpus):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_validation_sdr_weighs_every_example_the_same_whatever_its_loudness():
+    """The SDR that chooses the best checkpoint is each example's target-to-error ratio (floored at the mixture's
+    power 30 dB down), averaged over examples: a 10x louder batch leaves it unchanged where the loss grows 100x, and
+    a silent target is bounded by 0 dB instead of a ratio of two tiny numbers."""
+    import torch
+
+    from training.train import SDR_FLOOR_DB, evaluate
+
+    class Half(torch.nn.Module):  # estimates every target as half the mixture
+        def forward(self, mix, cond):
+            return 0.5 * mix
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 4, 8, 5, generator=g), torch.randn(2, 4, 8, 5, generator=g)
+    mix, cond = a + b, torch.zeros(2, dtype=torch.long)
+    batches = [(mix, a, cond)]
+    loss, sdr = evaluate(Half(), batches, "cpu")
+    err = 0.5 * mix - a
+    expected = [10 * np.log10((a[i].pow(2).sum().item() + f) / (err[i].pow(2).sum().item() + f))
+                for i in range(2) for f in [mix[i].pow(2).sum().item() * 10 ** (-SDR_FLOOR_DB / 10)]]
+    assert sdr == pytest.approx(float(np.mean(expected)), abs=1e-4) and loss == pytest.approx(err.pow(2).mean().item())
+    loud_loss, loud_sdr = evaluate(Half(), [(10 * mix, 10 * a, cond)], "cpu")
+    assert loud_sdr == pytest.approx(sdr, abs=1e-4) and loud_loss == pytest.approx(100 * loss, rel=1e-4)
+    # one example 100x louder than the other: it rules the loss, not the SDR (the mean of the two examples' SDRs)
+    scale = torch.tensor([100.0, 1.0]).view(2, 1, 1, 1)
+    _, mixed_sdr = evaluate(Half(), [(scale * mix, scale * a, cond)], "cpu")
+    assert mixed_sdr == pytest.approx(sdr, abs=1e-4)
+    # a perfect estimate scores its target's power over the floor (24 dB for half the mixture), not +inf; a silent
+    # target estimated as half the mixture scores below 0 dB but not below the floor
+    silent = torch.zeros_like(a)
+    assert evaluate(Half(), [(mix, 0.5 * mix, cond)], "cpu")[1] == pytest.approx(10 * np.log10(0.25 * 10 ** 3 + 1), abs=1e-3)
+    _, silent_sdr = evaluate(Half(), [(mix, silent, cond)], "cpu")
+    assert -SDR_FLOOR_DB - 1 < silent_sdr < 0
+
+
 def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpus, tmp_path):
     from lightsaft_infer.separator import Separator
     from training.train import train
@@ -495,7 +530,7 @@ def test_validation_through_effects_is_its_own_set_and_a_change_of_sets_restarts
     run = tmp_path / "run"
     train(str(mini_corpus), str(run), steps=2, **kw)
     state = torch.load(run / "last.pt", weights_only=True)
-    torch.save({**state, "best": -1.0}, run / "last.pt")  # a best no loss on the same sets could beat
+    torch.save({**state, "best": 1e9}, run / "last.pt")  # a best no SDR on the same sets could beat
     train(str(mini_corpus), str(run), steps=4, valid_fx_p=1.0, **kw)  # resumed with a second set
     log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert sorted(log[0]["valid_losses"] or {}) == []  # one set: no breakdown
@@ -509,7 +544,7 @@ def test_validation_through_effects_is_its_own_set_and_a_change_of_sets_restarts
         np.testing.assert_array_equal(value, state["model"][key].float().numpy(), err_msg=key)
     # and the model card's best record is one measured on the last record's sets
     records = read_log(str(run))
-    records[0]["valid_loss"] = -1.0  # lower than any, but on the old sets
+    records[0]["valid_sdr"] = 1e9  # higher than any, but on the old sets
     assert best_record(records)["step"] == 4
 
 
@@ -533,6 +568,12 @@ def test_the_card_says_what_recipe_versions_2_and_3_the_effects_chain_and_the_ef
     assert validation_line(log, 200) == validation_line(log)
     assert validation_line(log, 300).startswith("Best validation loss 1.2000 at step 200; these weights are step 300 "
                                                 "(validation loss 1.2500), not the best")
+    # once the log has validation SDRs, the best is the highest SDR (what training keeps), not the lowest loss
+    log += [{"step": 400, "valid_loss": 1.1, "valid_sdr": 4.5, "run": True},
+            {"step": 500, "valid_loss": 1.3, "valid_sdr": 4.75, "run": True}]
+    assert validation_line(log) == "Best validation SDR 4.75 dB at step 500 (these weights)."
+    assert validation_line(log, 400).endswith("step 400 (validation SDR 4.50 dB), not the best by validation: see the "
+                                              "phases below for why.")
     later = new + [{**new[-1], "train_recipes": {"gm": 16, "wide v2": 400, "wide v3": 100}}]
     assert "version 3" in later_versions_paragraph(later) and "formant.py" in later_versions_paragraph(later)
     assert "probability 0.3, then 0.4:" in later_versions_paragraph(later + [{**later[-1], "fx": 0.4}])  # every phase's, in order

@@ -147,11 +147,15 @@ def read_log(run: str, history: str | None = None) -> list:
 
 
 def best_record(log: list) -> dict:
-    """The run's record with the lowest validation loss on the validation sets of its last record (the
-    history's, or a resumed run's earlier ones, may have been other sets, whose losses do not compare)."""
+    """The run's best record on the validation sets of its last record (the history's, or a resumed run's earlier
+    ones, may have been other sets, whose figures do not compare): the highest validation SDR, as training chooses
+    ``best.safetensors``, among the records that have one; the lowest loss in a log from before the SDR."""
     run = [r for r in log if r.get("run")]
     sets = sorted(run[-1].get("valid_losses") or {})
-    return min((r for r in run if sorted(r.get("valid_losses") or {}) == sets), key=lambda r: r["valid_loss"])
+    same = [r for r in run if sorted(r.get("valid_losses") or {}) == sets]
+    if "valid_sdr" in run[-1]:
+        return max((r for r in same if "valid_sdr" in r), key=lambda r: r["valid_sdr"])
+    return min(same, key=lambda r: r["valid_loss"])
 
 
 def eval_table(report: dict) -> str:
@@ -160,14 +164,22 @@ def eval_table(report: dict) -> str:
     return format_table(report, STEMS)
 
 
+def validation_figure(record: dict) -> str:
+    """``record``'s validation figure: its SDR (what chooses the best checkpoint) where it has one, else its loss."""
+    if "valid_sdr" in record:
+        return f"validation SDR {record['valid_sdr']:.2f} dB"
+    return f"validation loss {record['valid_loss']:.4f}"
+
+
 def validation_line(log: list, weights_step: int | None = None) -> str:
     """Which checkpoint the weights are: the best by validation (the default), or ``weights_step``."""
     best = best_record(log)
-    line = f"Best validation loss {best['valid_loss']:.4f} at step {best['step']}"
+    figure = validation_figure(best)
+    line = f"Best {figure} at step {best['step']}"
     if weights_step is None or weights_step == best["step"]:
         return line + " (these weights)."
     shipped = next(r for r in log if r["step"] == weights_step)
-    return (line + f"; these weights are step {weights_step} (validation loss {shipped['valid_loss']:.4f}), not "
+    return (line + f"; these weights are step {weights_step} ({validation_figure(shipped)}), not "
             "the best by validation: see the phases below for why.")
 
 

@@ -15,8 +15,8 @@ reverb (``augment.py``).
 Training windows may be shorter than the network's ``num_frame`` (256): the net
 is convolutional in time, frames need only be a multiple of 16. ``RUN_DIR``
 gets ``last.pt`` (resumable: model, optimiser, step, RNG), ``log.jsonl``
-(train/valid loss) and ``best.safetensors`` (+ ``best.onnx``) in the engine's
-weight format, written whenever the validation loss improves.
+(train/valid loss, valid SDR) and ``best.safetensors`` (+ ``best.onnx``) in the engine's
+weight format, written whenever the validation SDR improves (:func:`evaluate`).
 """
 
 from __future__ import annotations
@@ -183,12 +183,31 @@ def validation_sets(roots, frames: int, n: int, fx_p: float = 0.0) -> dict:
     return sets
 
 
-def evaluate_loss(net, batches, device) -> float:
+#: The validation SDR's floor: each example's error and target power get the mixture's power this many dB down added,
+#: so that an example whose target is silent scores at most 0 dB instead of an unbounded ratio of two tiny numbers.
+SDR_FLOOR_DB = 30.0
+
+
+def evaluate(net, batches, device) -> tuple[float, float]:
+    """Validation ``(loss, sdr)`` over fixed ``(mix, target, cond)`` batches of ``(B, 4, T, F)`` spectrograms.
+
+    ``loss``: the training loss (complex-spectrogram MSE), whose mean is ruled by the loudest examples.
+    ``sdr``: the mean over examples of 10·log10((‖s‖² + δ) / (‖ŝ − s‖² + δ)) in dB, δ the mixture's power
+    :data:`SDR_FLOOR_DB` down: every example weighs the same whatever its loudness, as every song does in the MDX
+    score, so the best checkpoint is chosen on it (higher is better).
+    """
     net.eval()
+    losses, sdrs = [], []
     with torch.no_grad():
-        losses = [torch.mean((net(m.to(device), c.to(device)) - t.to(device)) ** 2).item() for m, t, c in batches]
+        for m, t, c in batches:
+            m, t = m.to(device), t.to(device)
+            err = net(m, c.to(device)) - t
+            losses.append(torch.mean(err ** 2).item())
+            floor = m.pow(2).sum((1, 2, 3)) * 10 ** (-SDR_FLOOR_DB / 10)  # (B,)
+            ratio = (t.pow(2).sum((1, 2, 3)) + floor) / (err.pow(2).sum((1, 2, 3)) + floor)
+            sdrs += (10 * torch.log10(ratio)).tolist()
     net.train()
-    return float(np.mean(losses))
+    return float(np.mean(losses)), float(np.mean(sdrs))
 
 
 def optimiser_step(opt, loss, running, bar, decay: float):
@@ -235,7 +254,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
 
         averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True)
     rng = np.random.default_rng(seed)
-    step, best, elapsed = 0, math.inf, 0.0
+    step, best, elapsed = 0, -math.inf, 0.0  # best: the highest validation SDR so far
     valid_keys = None
     ckpt = os.path.join(run_dir, "last.pt")
     if os.path.exists(ckpt):  # our own file: tensors and plain values only, so weights_only loading works
@@ -244,6 +263,8 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         opt.load_state_dict(state["optimizer"])
         step, best, elapsed = state["step"], state["best"], state["elapsed"]
         valid_keys = state.get("valid_keys")
+        if state.get("best_by") != "valid_sdr":  # a checkpoint from when the best was the lowest loss
+            best = -math.inf
         if averaged is not None and "ema" in state:  # (a run that turns --ema on later starts its average here)
             averaged.load_state_dict(state["ema"])
         for group in opt.param_groups:  # the command line's rate wins: lowering it on resume is the schedule
@@ -256,7 +277,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
     data = MultitrackSet(root, "train")
     valid = validation_sets([root, *extra_valid], frames, valid_batches, valid_fx_p)
     if valid_keys is not None and sorted(valid) != valid_keys:  # best was measured on other validation sets
-        best = math.inf
+        best = -math.inf
     length = cfg.hop_length * (frames - 1)
     log = open(os.path.join(run_dir, "log.jsonl"), "a")
     bar = None
@@ -280,22 +301,26 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         step += 1
         if step % valid_every == 0 or step == steps:
             judged = net if averaged is None else averaged.module  # what best.safetensors would hold
-            per_root = {r: evaluate_loss(judged, b, device) for r, b in valid.items()}
-            v = float(np.mean(list(per_root.values())))  # each root weighs the same, whatever its loudness
+            per_root = {r: evaluate(judged, b, device) for r, b in valid.items()}
+            # each root weighs the same, whatever its loudness
+            v, sdr = (float(np.mean([m[i] for m in per_root.values()])) for i in (0, 1))
             data.refresh()
-            record = {"step": step, "train_loss": running, "valid_loss": v, "seconds": round(time.time() - start, 1),
-                      "valid_losses": per_root if len(per_root) > 1 else None,
+            several = len(per_root) > 1
+            record = {"step": step, "train_loss": running, "valid_loss": v, "valid_sdr": sdr,
+                      "seconds": round(time.time() - start, 1),
+                      "valid_losses": {r: m[0] for r, m in per_root.items()} if several else None,
+                      "valid_sdrs": {r: m[1] for r, m in per_root.items()} if several else None,
                       "train_songs": len(data.songs), "train_recipes": data.recipes(), "lr": lr,
                       "condition_p": None if condition_p is None else [round(float(v), 3) for v in condition_p],
                       "timbre": timbre, "ema": ema or None, **stem_fx.logged()}
             log.write(json.dumps(record) + "\n")
             log.flush()
-            if v < best:
-                best = v
+            if sdr > best:
+                best = sdr
                 export(judged, cfg, os.path.join(run_dir, "best.safetensors"), onnx=False)
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
                         "elapsed": time.time() - start, "rng": json.dumps(rng.bit_generator.state),
-                        "torch_rng": torch.get_rng_state(), "valid_keys": sorted(valid),
+                        "torch_rng": torch.get_rng_state(), "valid_keys": sorted(valid), "best_by": "valid_sdr",
                         **({"ema": averaged.state_dict()} if averaged is not None else {})}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
     if bar is not None:
@@ -305,7 +330,7 @@ def train(root: str, run_dir: str, frames: int = 64, batch_size: int = 4, steps:
         from lightsaft_infer.export import export_onnx
 
         export_onnx(best_path, os.path.join(run_dir, "best.onnx"))
-    return {"step": step, "best_valid_loss": best, "seconds": time.time() - start, "device": device}
+    return {"step": step, "best_valid_sdr": best, "seconds": time.time() - start, "device": device}
 
 
 def main(argv=None) -> int:
