@@ -62,7 +62,7 @@ def fast_backend(exact: str, weights=None) -> str | None:
     """The fast path the guard may use: ``$LIGHTSAFT_FAST`` (``none``, a backend name, or ``auto``).
 
     ``auto`` takes ``openvino-int8`` where OpenVINO is installed and the weights have their int8
-    model (``NAME.int8.xml``: about 2.8x the exact path on the 2-core EPYC, -0.293 dB mean MDX SDR), else
+    model (``NAME.int8.xml``: about 2.8x the exact path on the 2-core EPYC, -0.163 dB mean MDX SDR), else
     ``openvino-bf16`` on a CPU that computes in bfloat16 (1.5x), else ``torch-bf16`` behind the
     torch backend (no faster than ONNX Runtime's fp32 on that CPU, so never behind it).
     """

@@ -240,9 +240,9 @@ class OpenVinoInt8Backend(OpenVinoBackend):
     rest in bfloat16).
 
     0.50-0.55 against 0.93-0.96 s per window for ``openvino-bf16`` on the 2-core EPYC (AVX512-VNNI,
-    2026-11-23); its stems differ more from the exact path's than bf16's and score 0.293 dB lower in
-    mean MDX SDR over the 50 synthetic test songs with the step-14500 default weights (step 13100's:
-    0.232; step 11700's: 0.245; step 10200's: 0.285; step 8400's: 0.261; step 4600's: 0.090).
+    2026-11-23); its stems differ more from the exact path's than bf16's and score 0.163 dB lower in
+    mean MDX SDR over the 50 synthetic test songs with the step-15900 default weights (step 14500's:
+    0.293; step 13100's: 0.232; step 11700's: 0.245; step 10200's: 0.285; step 8400's: 0.261; step 4600's: 0.090).
     """
 
     name = "openvino-int8"
