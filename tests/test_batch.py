@@ -144,6 +144,7 @@ def _browser(chromium, tmp_path, *args):
     return subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # a headless browser started twice (~16 s beside the model's conversion)
 def test_the_report_plays_and_shows_everything_in_chromium(tmp_path, small_weights):
     chromium = _chromium()
     root = tmp_path / "music"
