@@ -110,6 +110,36 @@ def test_the_transfer_study_re_renders_shift_and_test_songs_through_the_other_ef
         assert not np.array_equal(mix, sf.read(original / "mixture.wav", dtype="int16")[0])
 
 
+def test_the_singer_swap_splits_change_the_singer_and_nothing_else_of_the_song(mini_corpus):
+    """test-flite = the test song sung by a flite voice of the same sex, with the test split's own effects;
+    everything drawn for the song (score, SoundFont, programs, the voice's style) stays the same."""
+    root = mini_corpus.parent / (mini_corpus.name + "-singers")
+    corpus.generate(str(root), {"test-flite": 1}, SECONDS, seed=7, workers=1, progress=False)
+    swapped, original = root / "test-flite" / "synth-test-flite-000", mini_corpus / "test" / "synth-test-000"
+    meta, before = (json.loads((d / "song.json").read_text()) for d in (swapped, original))
+    assert meta.pop("study") == "test-flite"
+    voice, was = meta.pop("voice"), before.pop("voice")
+    assert voice.pop("engine") == "flite" and was.pop("engine") == "espeak-ng"
+    name, was_name = voice.pop("espeak_voice"), was.pop("espeak_voice")
+    assert name in POOLS["shift"]["voices"] and was_name in POOLS["unseen"]["voices"]
+    assert (name == "slt") == ("+f" in was_name or was_name.endswith("Alicia"))  # the same sex
+    assert voice == was and meta == before  # same style, effects chain, score, SoundFont, programs
+    vocals, before_vocals = (sf.read(d / "vocals.wav", dtype="float32")[0] for d in (swapped, original))
+    assert vocals.shape == before_vocals.shape and np.abs(vocals).max() > 0.01
+    assert not np.allclose(vocals, before_vocals, atol=1e-2)  # another voice sings
+    drums, before_drums = (sf.read(d / "drums.wav", dtype="float32")[0] for d in (swapped, original))
+    assert np.corrcoef(drums[:, 0], before_drums[:, 0])[0, 1] > 0.98  # the same drums (the limiter hears the voice)
+    mix = sf.read(swapped / "mixture.wav", dtype="int16")[0].astype(np.int32)
+    np.testing.assert_array_equal(mix, sum(sf.read(swapped / f"{s}.wav", dtype="int16")[0].astype(np.int32)
+                                           for s in STEMS))
+    # and a swap to the test split's voices keeps the sex too
+    for was_name, voice in (("slt", "en+f5"), ("rms", "en+m7"), ("awb", "en-us+m5")):
+        v = corpus.VoiceSettings(espeak_voice=was_name, formant=1.0, vibrato_hz=5, vibrato_semitones=0.2,
+                                 breath=0.1, glide_s=0.05, speed=150, engine="flite")
+        assert corpus.swap_singer(v, POOLS["unseen"], {"slt": 0, "rms": 0, "awb": 1}[was_name]) == \
+            corpus.dataclasses.replace(v, espeak_voice=voice, engine="espeak-ng")
+
+
 def test_generation_is_deterministic():
     need_debian_tools()
     a, meta_a = make_song(7, "valid", 0, SECONDS)
@@ -150,7 +180,7 @@ def test_a_speech_engine_that_crashes_on_a_syllable_falls_back_deterministically
 def test_splits_are_disjoint_in_seeds_and_test_timbres_are_unseen(mini_corpus):
     # every split draws its own seeds; the study splits re-render their source split's songs (same seeds)
     assert set(SPLITS) == set(corpus.SPLIT_ID) | set(corpus.STUDY_SPLITS)
-    assert {source for source, _ in corpus.STUDY_SPLITS.values()} <= set(corpus.SPLIT_ID)
+    assert {source for source, *_ in corpus.STUDY_SPLITS.values()} <= set(corpus.SPLIT_ID)
     draws = {(split, i): tuple(song_rng(7, split, i).integers(0, 2**62, 4)) for split in corpus.SPLIT_ID for i in range(50)}
     assert len(set(draws.values())) == len(draws)
     seen, unseen = POOLS["seen"], POOLS["unseen"]
@@ -699,6 +729,17 @@ def test_the_card_divides_the_shift_loss_between_held_out_effects_and_sources():
             "vocals 0.00, drums 0.00, bass 1.00, other 2.00, mean 0.75 dB; with the standard effects, the held-out "
             "sources (OPL3/csound SoundFonts, flite) still cost vocals 3.00, drums -0.50, bass 1.00, other 3.00, "
             "mean 1.62 dB against the test split.") in section
+    assert "held-out singer alone" not in section and "test-flite" not in section
+    # the singer-swap splits: shift-stdfx sung by the test split's voices, the first test song by flite's
+    espeak = report("shift-stdfx-espeak", [([4, 5, 3, 3], zero)])  # vocals +2 against shift-stdfx's song
+    flite = report("test-flite", [([1, 4, 3, 6], zero)])  # vocals -3, bass -1 against the first test song
+    singers = transfer_section(test, shift, study={"shift-stdfx": stdfx, "test-shiftfx": shiftfx,
+                                                   "shift-stdfx-espeak": espeak, "test-flite": flite})
+    assert ("| test-flite: those test songs, the shift split's singers (flite) | 1 | +1.00 | +4.00 | +3.00 | +6.00 "
+            "| +3.50 |") in singers
+    assert ("The held-out singer alone (flite's voices instead of the test split's espeak-ng ones, all else the same) "
+            "costs the test songs vocals 3.00, drums 0.00, bass 1.00, other 0.00, mean 1.00 dB, and the shift songs "
+            "with the standard effects vocals 2.00, drums 0.00, bass 0.00, other 0.00, mean 0.50 dB.") in singers
     card = replace_section("# card\n\n## Using other weights\n- x\n", section)
     assert card.index("## Transfer") < card.index("## Using other weights")
     assert replace_section(card, transfer_section(test, shift)).count("## Transfer") == 1

@@ -13,9 +13,11 @@ generalisation to unseen timbres. The ``shift`` split (``--shift N``) goes
 further, a transfer test: other SoundFonts (one of them FM synthesis), another
 speech engine (flite) and an effects chain of its own, none of which any other
 split uses (opl3-soundfont, csound-soundfont and flite from Debian). ``--study N``
-adds the transfer study's two cross-over splits (:data:`STUDY_SPLITS`): shift songs
-through the standard effects and test songs through the shift effects, which divide
-the shift split's loss between its sources and its effects. Needs FluidSynth + GM SoundFonts (Debian:
+adds the transfer study's splits (:data:`STUDY_SPLITS`): shift songs through the
+standard effects and test songs through the shift effects, which divide the shift
+split's loss between its sources and its effects, and two singer swaps (those shift
+songs sung by the test split's voices, test songs by flite's), which divide the
+sources' loss between the singer and the rest. Needs FluidSynth + GM SoundFonts (Debian:
 fluidsynth, fluid-soundfont-gm, timgm6mb-soundfont,
 musescore-general-soundfont-small), espeak-ng, and the Python packages of
 the ``train`` extra (``pip install -e ".[train]"``); the runtime package needs none of them.
@@ -24,6 +26,7 @@ the ``train`` extra (``pip install -e ".[train]"``); the runtime package needs n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -38,14 +41,19 @@ from .render import SAMPLE_RATE, master, new_song, pan_mono, render_tracks, stem
 from .voice import VoiceSettings, sing
 
 STEMS = ("vocals", "drums", "bass", "other")
-SPLITS = ("valid", "train", "test", "shift", "shift-stdfx", "test-shiftfx")  # generation order: validation first
+# Generation order: validation first.
+SPLITS = ("valid", "train", "test", "shift", "shift-stdfx", "test-shiftfx", "shift-stdfx-espeak", "test-flite")
 SPLIT_ID = {"train": 1, "valid": 2, "test": 3, "shift": 4}
 #: The transfer study's cross-over splits (``--study N``): the shift split's songs through the standard effects
 #: chain, and the test split's songs through the shift chain (and its codec band limit). Beside ``test`` and
-#: ``shift`` they divide the model's loss on the shift split between its sources and its effects. Each is
-#: ``{name: (the split whose songs it re-renders, the effects chain)}``; the songs are those splits' songs
-#: (same seeds, scores, instruments and voices) up to the effects.
-STUDY_SPLITS = {"shift-stdfx": ("shift", "standard"), "test-shiftfx": ("test", "shift")}
+#: ``shift`` they divide the model's loss on the shift split between its sources and its effects. Two more swap
+#: the singer, with the standard effects: the shift songs sung by the test split's espeak-ng voices, and the test
+#: songs by the shift split's flite voices, which divide the sources' loss between the singer and the rest.
+#: Each is ``{name: (the split whose songs it re-renders, the effects chain, whose singer or None)}``; the
+#: songs are those splits' songs (same seeds, scores, instruments, voice style) up to the effects and singer
+#: (effects None: the split's own).
+STUDY_SPLITS = {"shift-stdfx": ("shift", "standard", None), "test-shiftfx": ("test", "shift", None),
+                "shift-stdfx-espeak": ("shift", "standard", "test"), "test-flite": ("test", None, "shift")}
 
 SOUNDFONTS = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
@@ -125,7 +133,7 @@ def split_soundfonts(split: str) -> tuple:
 def pick_voice(rng: np.random.Generator, pool: dict) -> tuple[VoiceSettings, int]:
     """A singer: espeak voice, formant warp, vibrato, breathiness, and a pitch centre to match."""
     name = pool["voices"][int(rng.integers(len(pool["voices"])))]
-    high = "+f" in name or name.endswith(("Annie", "Alicia")) or name == "slt" or rng.random() < 0.3
+    high = female(name) or rng.random() < 0.3
     formant = float(rng.uniform(1.02, 1.22) if high else rng.uniform(0.85, 1.02))
     centre = int(rng.integers(62, 70) if high else rng.integers(50, 58))
     voice = VoiceSettings(
@@ -137,12 +145,25 @@ def pick_voice(rng: np.random.Generator, pool: dict) -> tuple[VoiceSettings, int
     return voice, centre
 
 
+def female(name: str) -> bool:
+    """Whether a pool's voice (espeak-ng variant or flite speaker) is a female one."""
+    return "+f" in name or name.endswith(("Annie", "Alicia")) or name == "slt"
+
+
+def swap_singer(voice: VoiceSettings, pool: dict, index: int) -> VoiceSettings:
+    """``voice`` (drawn from its split's pool) sung by a voice of ``pool`` instead, of the same sex, chosen
+    by song ``index``; its style (formant warp, vibrato...) is kept."""
+    names = [n for n in pool["voices"] if female(n) == female(voice.espeak_voice)]
+    return dataclasses.replace(voice, espeak_voice=names[index % len(names)], engine=pool.get("engine", "espeak-ng"))
+
+
 def make_song(seed: int, split: str, index: int, seconds: tuple, recipe: str = "wide",
-              fx: str | None = None) -> tuple[dict, dict]:
+              fx: str | None = None, singer: str | None = None) -> tuple[dict, dict]:
     """Compose, render and mix one song; returns (stems as int16 (samples, 2), metadata). Train and valid
     songs follow ``recipe`` ("wide": domain-randomised; "gm": the first model's recipe); test and shift
     songs always the GM one with their own pools, so their figures stay comparable across models.
-    ``fx``: the effects chain ("standard" or "shift"), by default the split's own (see :data:`STUDY_SPLITS`)."""
+    ``fx``: the effects chain ("standard" or "shift"), by default the split's own; ``singer``: another split
+    whose voices sing instead (:func:`swap_singer`), see :data:`STUDY_SPLITS`."""
     if recipe == "wide" and split in ("train", "valid"):
         from .wide import make_wide_song
 
@@ -150,7 +171,9 @@ def make_song(seed: int, split: str, index: int, seconds: tuple, recipe: str = "
     new_song()
     rng = song_rng(seed, split, index)
     pool = split_pool(split)
-    voice, centre = pick_voice(rng, pool)
+    voice, centre = pick_voice(rng, pool)  # drawn from the split's own pool even when swapped: same rng stream
+    if singer is not None:
+        voice = swap_singer(voice, split_pool(singer), index)
     programs = {"drums": pool["drums"], "bass": pool["bass"], "other": pool["other"], "voice_centre": centre}
     score = Composer(rng, programs, float(rng.uniform(*seconds))).compose()
     soundfonts = split_soundfonts(split)
@@ -216,8 +239,8 @@ def write_song(root: str, seed: int, split: str, index: int, seconds: tuple, rec
     if os.path.exists(os.path.join(folder, "song.json")):
         return folder  # resumable: finished songs are kept
     if split in STUDY_SPLITS:
-        source, fx = STUDY_SPLITS[split]
-        stems, meta = make_song(seed, source, index, seconds, recipe, fx)
+        source, fx, singer = STUDY_SPLITS[split]
+        stems, meta = make_song(seed, source, index, seconds, recipe, fx, singer)
         meta["study"] = split
     else:
         stems, meta = make_song(seed, split, index, seconds, recipe)
@@ -280,8 +303,10 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=50)
     p.add_argument("--shift", type=int, default=0, help="songs of the transfer split (held-out sources)")
     p.add_argument("--study", type=int, default=0,
-                   help="songs of each transfer-study split: shift-stdfx (shift songs, standard effects) and "
-                        "test-shiftfx (test songs, the shift effects); use the shift/test --seconds")
+                   help="songs of each transfer-study split: shift-stdfx (shift songs, standard effects), "
+                        "test-shiftfx (test songs, the shift effects), shift-stdfx-espeak (shift-stdfx sung by the "
+                        "test split's voices) and test-flite (test songs sung by the shift split's); use the "
+                        "shift/test --seconds")
     p.add_argument("--seconds", default="60,180", help="song length range in seconds, 'lo,hi'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -282,8 +282,9 @@ def gains_over_mix4(report: dict) -> dict:
 def transfer_section(test: dict, shift: dict, postfilters: dict | None = None, study: dict | None = None) -> str:
     """Markdown: the in-distribution test split beside the shift split (held-out sources), per stem, with
     mix/4 and the IRM oracle; ``postfilters`` ({name: shift report}) adds the post-filters' model rows;
-    ``study`` ({"shift-stdfx": report, "test-shiftfx": report}, ``corpus --study``) the transfer study's
-    cross-over splits, which divide the shift split's loss between its sources and its effects."""
+    ``study`` ({"shift-stdfx": report, "test-shiftfx": report}, optionally "shift-stdfx-espeak" and "test-flite";
+    ``corpus --study``) the transfer study's cross-over splits, which divide the shift split's loss between its
+    sources and its effects, and the sources' between the singer and the rest."""
     def rows(report, label):
         s = report["summary"]
         out = []
@@ -319,8 +320,9 @@ def transfer_section(test: dict, shift: dict, postfilters: dict | None = None, s
 
 def study_paragraph(test: dict, shift: dict, study: dict) -> str:
     """Markdown: gain over mix/4 per stem on test, shift and the two cross-over splits, and what the shift
-    split's held-out effects and held-out sources each cost. Each cross-over split is compared with the same
-    songs of its own split (``synth-test-shiftfx-007`` with ``synth-test-007``)."""
+    split's held-out effects and held-out sources each cost; with the singer-swap splits (``shift-stdfx-espeak``,
+    ``test-flite``) also what the held-out singer costs. Each cross-over split is compared with the same songs of
+    its own split (``synth-test-shiftfx-007`` with ``synth-test-007``), shift-stdfx-espeak with shift-stdfx."""
     keys = STEMS + ("mean",)
 
     def same_songs(report, study_split):
@@ -338,8 +340,16 @@ def study_paragraph(test: dict, shift: dict, study: dict) -> str:
             ("test-shiftfx: those test songs, shift effects", study["test-shiftfx"]["songs"], shiftfx_g),
             ("shift-stdfx: those shift songs, standard effects", study["shift-stdfx"]["songs"], stdfx_g),
             ("shift: held-out sources and effects", shift["songs"], shift_g)]  # fmt: skip
+    singers = "shift-stdfx-espeak" in study and "test-flite" in study
+    if singers:
+        espeak_g, flite_g = gains_over_mix4(study["shift-stdfx-espeak"]), gains_over_mix4(study["test-flite"])
+        rows += [("shift-stdfx-espeak: those shift songs, standard effects, the test split's singers",
+                  study["shift-stdfx-espeak"]["songs"], espeak_g),
+                 ("test-flite: those test songs, the shift split's singers (flite)", study["test-flite"]["songs"],
+                  flite_g)]
     out = ["The transfer study (`python -m training.corpus ROOT --study N`) re-renders the first N songs of the test "
-           "and shift splits through the other split's effects chain. Gain over mix/4 (MDX SDR, dB):", "",
+           "and shift splits through the other split's effects chain" + (", or sung by the other split's singers (a "
+           "voice of the same sex, its style kept)" if singers else "") + ". Gain over mix/4 (MDX SDR, dB):", "",
            "| split | songs | " + " | ".join(STEMS) + " | mean |", "|---|---|" + "---|" * 5]
     for label, songs, g in rows:
         out.append(f"| {label} | {songs} | " + " | ".join(f"{g[k]:+.2f}" for k in keys) + " |")
@@ -354,6 +364,13 @@ def study_paragraph(test: dict, shift: dict, study: dict) -> str:
             f"cost the shift songs {listed(fx_shift)} dB, and the test songs {listed(fx_test)} dB; with the standard "
             f"effects, the held-out sources (OPL3/csound SoundFonts, flite) still cost {listed(src)} dB against the "
             "test split."]  # fmt: skip
+    if singers:
+        same_flite = same_songs(test, "test-flite")
+        on_test = {k: same_flite[k] - flite_g[k] for k in keys}
+        on_shift = {k: espeak_g[k] - stdfx_g[k] for k in keys}
+        out[-1] += (" The held-out singer alone (flite's voices instead of the test split's espeak-ng ones, all else "
+                    f"the same) costs the test songs {listed(on_test)} dB, and the shift songs with the standard "
+                    f"effects {listed(on_shift)} dB.")
     return "\n".join(out)
 
 
@@ -378,8 +395,9 @@ def main(argv=None) -> int:
                    help="only (re)write the card's transfer section from evaluate reports of the two splits")
     p.add_argument("--postfilter-eval", nargs="*", default=[], metavar="NAME=SHIFT_JSON",
                    help="with --transfer: the shift split evaluated with post-filters")
-    p.add_argument("--study", nargs=2, metavar=("SHIFT_STDFX_JSON", "TEST_SHIFTFX_JSON"),
-                   help="with --transfer: the transfer study's cross-over splits (corpus --study)")
+    p.add_argument("--study", nargs="+", metavar="JSON",
+                   help="with --transfer: the transfer study's splits (corpus --study), in this order: shift-stdfx, "
+                        "test-shiftfx, and optionally shift-stdfx-espeak, test-flite")
     p.add_argument("--out", default="weights")
     p.add_argument("--hardware", default=f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU")
     p.add_argument("--frames", type=int, default=64)
@@ -393,10 +411,13 @@ def main(argv=None) -> int:
     if a.transfer:
         test, shift = (json.load(open(path)) for path in a.transfer)
         filters = {n: json.load(open(f)) for n, f in (item.split("=", 1) for item in a.postfilter_eval)}
+        if a.study and len(a.study) not in (2, 4):
+            p.error("--study takes 2 or 4 reports: shift-stdfx test-shiftfx [shift-stdfx-espeak test-flite]")
+        names = ("shift-stdfx", "test-shiftfx", "shift-stdfx-espeak", "test-flite")
+        study = dict(zip(names, (json.load(open(x)) for x in a.study))) if a.study else None
         path = os.path.join(a.out, "MODEL_CARD.md")
         card = open(path).read() if os.path.exists(path) else ""
-        with open(path, "w") as f:
-            study = dict(zip(("shift-stdfx", "test-shiftfx"), (json.load(open(x)) for x in a.study))) if a.study else None
+        with open(path, "w") as f:  # everything read first: a bad report leaves the card as it was
             f.write(replace_section(card, transfer_section(test, shift, filters, study)))
         return 0
     if not (a.run and a.corpus and a.eval):
