@@ -145,6 +145,8 @@ class LightSAFTPredictor(MusicDemixingPredictor):
             if fast and fast_needed(self.separator):
                 self.separator.add_fast(open_backend(weights, fast))
                 self.separator.calibrate(["fast"])
+                if self.separator.drop_slower_paths():  # chosen by measurement: never a "fast" path that is slower
+                    note = f"{fast} not used: measured no faster than the exact path on this CPU"
             elif fast:
                 note = f"{fast} not loaded: the exact path fits a {LONG_SONG_S / 60:.0f}-minute song's budget"
         except (LightsaftError, ValueError) as err:

@@ -51,7 +51,7 @@ class TorchBackend(Backend):
                  precision: str = "fp32"):
         import torch
 
-        from .network import ConditionedUNet, SeparationGraph
+        from .families import build_network, frozen_graph
 
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
@@ -59,7 +59,7 @@ class TorchBackend(Backend):
         if precision == "bf16":
             self.name = "torch-bf16"
         torch.set_num_threads(threads or cpu_threads())
-        self.graph = SeparationGraph(ConditionedUNet.from_tensors(config, tensors, path))
+        self.graph = frozen_graph(build_network(config, tensors, path))
 
     @classmethod
     def from_file(cls, path, threads=None, precision: str = "fp32"):
@@ -110,13 +110,14 @@ class _PerWindowSize(Backend):
     #: Frame counts kept compiled besides the model's window.
     MAX_EXTRA_SESSIONS = 1
 
-    def __init__(self, path, threads: int | None = None):
+    def __init__(self, path, threads: int | None = None, compile_window: bool = True):
         from .export import read_onnx_config
 
         self.path, self.threads = path, threads or cpu_threads()
         self.config = read_onnx_config(path)
         self._sessions = {}
-        self.session(self.config.num_frame)
+        if compile_window:  # else on first use (a caller that runs other window sizes only)
+            self.session(self.config.num_frame)
 
     def _compile(self, frames: int):
         """A callable ``(1, 4, frames, F) float32 -> (1, S, 4, frames, F)``."""
@@ -181,7 +182,7 @@ class OpenVinoBackend(_PerWindowSize):
     #: Compute in bfloat16 where the CPU can (the fp32 path never does).
     USES_BF16 = True
 
-    def __init__(self, path, threads: int | None = None):
+    def __init__(self, path, threads: int | None = None, compile_window: bool = True):
         import openvino as ov
 
         self._core = ov.Core()
@@ -189,7 +190,7 @@ class OpenVinoBackend(_PerWindowSize):
         if not self._bf16 and self.NEEDS_BF16:
             raise LightsaftError(None, f"the {self.name} backend needs a CPU with bfloat16 support (AVX512-BF16 or AMX); use --backend onnx")
         self._model = None
-        super().__init__(path, threads)
+        super().__init__(path, threads, compile_window)
 
     def _model_path(self):
         return self.path
@@ -368,10 +369,15 @@ def open_backend(path=None, backend: str = "auto", threads: int | None = None) -
 
 def default_fast_backend(path=None, exact: str = "onnx") -> str | None:
     """The fastest path these weights can take here: ``openvino-int8`` (OpenVINO and ``NAME.int8.xml``),
-    else ``openvino-bf16`` (OpenVINO and a bfloat16 CPU), else ``torch-bf16`` behind the torch backend."""
+    else ``openvino-bf16`` (OpenVINO and a bfloat16 CPU), else ``torch-bf16`` behind the torch backend on a
+    bfloat16 CPU (without one, torch's bf16 convolutions run a scalar GEMM, ~12x slower than fp32).
+    Whatever is named here is also timed at setup and dropped when it is not faster than the exact path
+    (:meth:`~.separator.Separator.drop_slower_paths`)."""
+    from .cpu import has_bf16
+
     path = pathlib.Path(path) if path is not None else default_weights()
     if module_available("openvino") and int8_path(path).is_file():
         return "openvino-int8"
     if openvino_bf16_available():
         return "openvino-bf16"
-    return "torch-bf16" if exact == "torch" and torch_available() else None
+    return "torch-bf16" if exact == "torch" and torch_available() and has_bf16() else None

@@ -69,14 +69,14 @@ def _measure(kind, weights, song, out_dir, options, queue):
             import torch
 
             from .audio import read_audio, write_stems
-            from .network import ConditionedUNet
+            from .families import build_network
             from .reference import separate_reference
             from .threads import cpu_threads
             from .weights import load_weights
 
             torch.set_num_threads(options.get("threads") or cpu_threads())
             config, tensors = load_weights(os.path.splitext(weights)[0] + ".safetensors")
-            net = ConditionedUNet.from_tensors(config, tensors)
+            net = build_network(config, tensors)
             setup = time.perf_counter() - start
             t0 = time.perf_counter()
             audio, rate = read_audio(song)
@@ -147,6 +147,7 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
     import soundfile as sf
 
     from .backends import EXACT_BACKENDS, default_weights, torch_available
+    from .cpu import describe as cpu_describe
     from .threads import cpu_threads
 
     weights = os.fspath(weights or default_weights())
@@ -157,6 +158,7 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
     exact = next((k for k in backends if k in EXACT_BACKENDS), None)
     report = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_threads()} threads granted",
+        "cpu": cpu_describe(),
         "weights": weights, "mode": mode, "overlap": overlap, "trim": None, "postfilter": postfilter,
         "iterations": iterations, "exact_path": exact, "songs": [],
     }  # fmt: skip
@@ -166,10 +168,14 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
         from .weights import read_config
 
         config = read_config(safetensors)
-        plan = plan_chunks(0, config.window_samples, config.hop_length, mode, overlap, trim)
+        plan = plan_chunks(0, config.window_samples, config.hop_length, config.authors_chunking if mode == "authors" else mode,
+                           overlap, trim)  # fmt: skip
         options["trim"] = report["trim"] = plan.trim  # resolved once: every path, the reference too, uses it
+        report["network"] = config.title
+        if mode == "authors":  # the reference path then takes the authors' chunking of the network's code base
+            options["trim"] = None
         fade = plan.fade
-    if fade:  # the reference path has no cross-fade: its stems would differ by design
+    if fade and mode != "authors":  # the reference path has no cross-fade: its stems would differ by design
         kinds = [k for k in kinds if k != "reference"]
     with tempfile.TemporaryDirectory(prefix="lightsaft-bench-") as tmp:
         songs = []
@@ -271,7 +277,8 @@ def plot(report: dict, path) -> None:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{report['date']}  {report['machine']}  mode={report['mode']} overlap={report['overlap']} "
+    lines = [f"{report['date']}  {report['machine']}  CPU: {report.get('cpu', '?')}  {report.get('network', '')}",
+             f"mode={report['mode']} overlap={report['overlap']} "
              f"trim={report.get('trim')} postfilter={report.get('postfilter', 'none')}  "
              f"exact path: {report['exact_path']}",
              f"{'song':>14} {'path':>13} {'setup s':>8} {'wall s':>8} {'RTF':>6} {'s/window':>8} {'peak MB':>8} "

@@ -215,28 +215,58 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 _PREFIX = "spec2spec."
 
 
-def convert_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+#: What ``convert`` reads, for the one line that refuses anything else.
+SUPPORTED = ("the v1 code base's LightSAFT / LaSAFT (hyper-parameters inside the checkpoint: MDX LightSAFT, "
+             "medium LightSAFT, LaSAFT large)", "the LaSAFT-Net-v2 code base's LightSAFT-Net+ and LaSAFT-Net-v2 light / "
+             "large (with the config.yaml shipped beside the checkpoint)")
+
+
+def convert_checkpoint(path: str | os.PathLike, config=None):
     """Turn the authors' Lightning checkpoint into ``(config, tensors)``.
 
-    Tensor names are the authors' module names without the ``spec2spec.``
-    prefix; BatchNorm's ``num_batches_tracked`` and the STFT window are dropped.
+    v1 code base: the configuration is the checkpoint's ``hyper_parameters``.
+    LaSAFT-Net-v2 code base: it is the Hydra ``config.yaml`` the authors ship
+    beside the checkpoint (``config``, else ``NAME.config.yaml`` or
+    ``config.yaml`` in its folder; :mod:`.hydra_config`). Tensor names are the
+    authors' module names without the ``spec2spec.`` prefix; BatchNorm's
+    ``num_batches_tracked`` and the STFT window are dropped.
     """
     ckpt = read_checkpoint(path)
     state, hp = ckpt.get("state_dict"), ckpt.get("hyper_parameters")
-    if not isinstance(state, dict) or not isinstance(hp, dict):
-        raise WeightFileError(path, "checkpoint lacks a 'state_dict' or 'hyper_parameters' dictionary")
+    if not isinstance(state, dict):
+        raise WeightFileError(path, f"checkpoint has no 'state_dict' (its keys: {_keys(ckpt)}); "
+                                    f"supported: {'; '.join(SUPPORTED)}")
     tensors = {
         k[len(_PREFIX):]: v
         for k, v in state.items()
         if isinstance(k, str) and k.startswith(_PREFIX) and not k.endswith("num_batches_tracked") and isinstance(v, np.ndarray)
     }
     if not tensors:
-        raise WeightFileError(path, "state_dict holds no 'spec2spec.' tensors")
+        raise WeightFileError(path, f"state_dict holds no 'spec2spec.' tensors (its names: {_keys(state)}); "
+                                    f"supported: {'; '.join(SUPPORTED)}")
+    if any(k.startswith("decoders.") and ".tfc_lightsaft." in k for k in tensors):
+        from .hydra_config import find_config, read_hydra_config
+
+        found = find_config(path, config)
+        if found is None:
+            raise WeightFileError(path, "a LaSAFT-Net-v2-code checkpoint stores no configuration and no config.yaml "
+                                        "is beside it: pass the one the authors ship with it (--config FILE)")
+        cfg = read_hydra_config(found)
+        return cfg, checked_tensors(tensors, path)
     tensors = checked_tensors(tensors, path)
     if any(".LaSAFT_bn_layer." in k for k in tensors):
         block = "lightsaft"
     elif any(".tdfs." in k for k in tensors):
         block = "lasaft"
     else:
-        raise WeightFileError(path, "state_dict has neither LightSAFT nor LaSAFT blocks")
+        raise WeightFileError(path, f"state_dict is neither a LightSAFT / LaSAFT network (its tensors: {_keys(tensors)}); "
+                                    f"supported: {'; '.join(SUPPORTED)}")
+    if not isinstance(hp, dict):
+        raise WeightFileError(path, "a v1-code checkpoint without its 'hyper_parameters' dictionary")
     return ModelConfig.from_hyper_parameters(hp, block, path), tensors
+
+
+def _keys(d: dict, n: int = 4) -> str:
+    """The first ``n`` keys of ``d``, for a one-line description."""
+    names = [str(k)[:60] for k in list(d)[:n]]
+    return ", ".join(names) + (", ..." if len(d) > n else "") if names else "none"

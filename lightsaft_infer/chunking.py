@@ -7,8 +7,12 @@ parts overlap by ``fade`` samples, cross-faded with linear ramps. Every output
 sample is divided by the sum of the weights that reached it, so the weights
 sum to one exactly, also at the track's ends where a ramp has no partner.
 
-``authors`` mode is the authors' MDX chunking: trim 8192 samples (rounded up
-to whole hops), no cross-fade, windows every ``W - 2·trim`` samples.
+``authors`` mode is the authors' MDX chunking (v1 code base): trim 8192
+samples (rounded up to whole hops), no cross-fade, windows every ``W - 2·trim``
+samples. ``authors-v2`` is the LaSAFT-Net-v2 code base's: trim 5120, windows
+every half kept part, overlaps weighted 0.5 + 0.5 and added without
+normalising, including its one irregular window (:meth:`ChunkPlan.window_weights`);
+``Separator(mode="authors")`` picks the one of the network's code base.
 
 The default, chosen by measurement (``python -m training.overlap_study``,
 README "Chunking"), is the same scheme with a trim of 2048 samples: on 8
@@ -29,7 +33,11 @@ import math
 import numpy as np
 
 AUTHORS_TRIM = 8192
+#: The LaSAFT-Net-v2 code base's trim (``ceil(5000 / hop) · hop``) and kept-part overlap.
+AUTHORS_V2_TRIM, AUTHORS_V2_OVERLAP = 5000, 0.5
+#: What users choose; ``authors`` means the network family's own ``authors_chunking``.
 MODES = ("overlap", "authors")
+_SCHEMES = MODES + ("authors-v2",)
 DEFAULT_OVERLAP = 0.0
 DEFAULT_TRIM = 2048
 
@@ -44,6 +52,7 @@ class ChunkPlan:
     fade: int  # cross-fade length between neighbouring kept parts
     stride: int  # distance between window starts
     n_windows: int
+    scheme: str = "overlap"  # "authors-v2": the v2 code base's weights, summed without normalising
 
     @property
     def kept(self) -> int:
@@ -58,11 +67,46 @@ class ChunkPlan:
         """Start of each window in the padded buffer (= start of its kept part in the track)."""
         return range(0, self.n_windows * self.stride, self.stride)
 
+    @property
+    def normalised(self) -> bool:
+        """Whether each output sample is divided by the sum of the weights that reached it."""
+        return self.scheme != "authors-v2"
+
+    def _irregular(self, k: int) -> bool:
+        """authors-v2: window ``k`` is neither the last nor one that ends ``trim`` before the track's end."""
+        s = k * self.stride
+        return self.scheme == "authors-v2" and not s + self.kept > self.length and not s + self.kept + self.trim < self.length
+
+    def input_zeroed(self, k: int) -> int:
+        """Samples at the end of window ``k``'s input that are zeros instead of the track (the v2 code's
+        irregular window, which reads ``trim`` samples short)."""
+        return self.trim if self._irregular(k) else 0
+
+    def window_weights(self, k: int) -> np.ndarray:
+        """The weights ``(W,)`` window ``k`` is added with.
+
+        authors-v2, for a window at ``s = k·stride`` (``U`` kept, ``K`` trim):
+        the first ``U - stride`` kept samples are halved unless ``s = 0``; the
+        last ones too unless it is the last window (``s + U > L``); the
+        irregular window ``s + U <= L <= s + U + K`` gets no halving at all.
+        """
+        if self.scheme != "authors-v2":
+            return self.weights()
+        w = self.weights()
+        s, edge = k * self.stride, self.kept - self.stride + self.trim
+        if self._irregular(k):
+            return w
+        if s:
+            w[:edge] *= 0.5
+        if s + self.kept <= self.length and s + self.stride < self.length:
+            w[self.window - edge :] *= 0.5
+        return w
+
     def weights(self) -> np.ndarray:
         """Cross-fade weights ``(W,)`` float32: 0 in the trims, ramps of ``fade``, 1 between."""
         w = np.zeros(self.window, dtype=np.float32)
         w[self.trim : self.window - self.trim] = 1.0
-        if self.fade:
+        if self.fade and self.normalised:
             ramp = (np.arange(self.fade, dtype=np.float32) + 0.5) / self.fade
             w[self.trim : self.trim + self.fade] = ramp
             w[self.window - self.trim - self.fade : self.window - self.trim] = ramp[::-1]
@@ -79,12 +123,20 @@ def plan_chunks(
     samples rounded up to whole hops. ``authors`` mode ignores both and uses
     trim 8192, no fade.
     """
-    if mode not in MODES:
+    if mode not in _SCHEMES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if length < 0:
         raise ValueError("length must be >= 0")
     if mode == "authors":
         trim, overlap = math.ceil(AUTHORS_TRIM / hop) * hop, 0.0
+    if mode == "authors-v2":
+        trim = math.ceil(AUTHORS_V2_TRIM / hop) * hop
+        if not 0 <= trim < window // 2:
+            raise ValueError(f"the v2 code's trim {trim} does not fit a window of {window}")
+        kept = window - 2 * trim
+        stride = max(1, int(kept * (1 - AUTHORS_V2_OVERLAP)))
+        n_windows = max(1, math.ceil((length - kept) / stride) + 1)
+        return ChunkPlan(length, window, trim, kept - stride, stride, n_windows, "authors-v2")
     if trim is None:
         trim = math.ceil(DEFAULT_TRIM / hop) * hop
     if not 0 <= trim < window // 2:
@@ -111,7 +163,6 @@ class OverlapAdd:
 
     def __init__(self, plan: ChunkPlan, n_sources: int, channels: int):
         self.plan = plan
-        self.weights = plan.weights()
         self.acc = np.zeros((n_sources, channels, plan.window), dtype=np.float32)
         self.total = np.zeros(plan.window, dtype=np.float32)
         self.next = 0  # index of the next window; the accumulator starts at its padded coordinate
@@ -120,8 +171,9 @@ class OverlapAdd:
         p = self.plan
         if k != self.next:
             raise ValueError(f"windows must be added in order: expected {self.next}, got {k}")
-        self.acc += y * self.weights
-        self.total += self.weights
+        weights = p.window_weights(k)
+        self.acc += y * weights
+        self.total += weights
         last = k == p.n_windows - 1
         final = p.window if last else p.stride  # accumulator samples no later window reaches
         base = k * p.stride - p.trim  # track coordinate of acc[..., 0]
@@ -130,7 +182,7 @@ class OverlapAdd:
             total = self.total[lo:hi]
             if np.any(total <= 0):
                 raise RuntimeError("overlap-add left samples without any window")  # a planning bug, never input
-            out = self.acc[..., lo:hi] / total
+            out = self.acc[..., lo:hi] / total if p.normalised else self.acc[..., lo:hi].copy()
         else:
             out = np.zeros((*self.acc.shape[:2], 0), dtype=np.float32)
         if not last:
@@ -167,4 +219,7 @@ def window_batches(audio, plan: ChunkPlan, batch: int, channels: int | None = No
             a, b = max(lo, 0), min(hi, plan.length)
             if b > a:
                 out[j, :, a - lo : b - lo] = read(a, b)
+            zeroed = plan.input_zeroed(i + j)
+            if zeroed:
+                out[j, :, plan.window - zeroed :] = 0.0
         yield i, out

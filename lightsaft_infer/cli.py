@@ -89,18 +89,18 @@ def _convert(args) -> int:
     from .checkpoint import convert_checkpoint
     from .weights import save_weights
 
-    config, tensors = convert_checkpoint(args.checkpoint)
+    config, tensors = convert_checkpoint(args.checkpoint, args.config)
     if not args.output.endswith(".safetensors"):
         raise LightsaftError(args.output, "the output must be NAME.safetensors")
     if args.onnx:
         require("onnx", "torch", "convert --onnx")
     if module_available("torch"):  # refuse tensors that do not fit the configuration before writing anything
-        from .network import ConditionedUNet
+        from .families import build_network
 
-        ConditionedUNet.from_tensors(config, tensors, args.checkpoint)
+        build_network(config, tensors, args.checkpoint)
     existed = os.path.exists(args.output)
     save_weights(args.output, config, tensors)
-    print(f"{args.output}: {config.block} model, {sum(t.size for t in tensors.values()):,} values")
+    print(f"{args.output}: {config.title} model, {sum(t.size for t in tensors.values()):,} values")
     if args.onnx:
         try:
             return _export(argparse.Namespace(weights=args.output, output=None))
@@ -132,6 +132,11 @@ def _info(args) -> int:
 
         config = read_config(args.weights)
     print(json.dumps(config.to_dict(), indent=2))
+    from . import cpu
+
+    # stdout stays the configuration (JSON); the machine goes to stderr
+    print(f"# {config.title}; this CPU: {cpu.describe()}; fast paths that can pay here: {cpu.worthwhile_paths()}",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -272,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", required=True, help="NAME.safetensors")
     p.add_argument("--onnx", action="store_true", help="also export NAME.onnx beside it")
+    p.add_argument("--config", default=None,
+                   help="LaSAFT-Net-v2-code checkpoints: the authors' config.yaml (default: NAME.config.yaml or config.yaml beside it)")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("export", help="export a weight file to ONNX for the onnx backend")

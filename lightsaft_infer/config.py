@@ -50,67 +50,52 @@ LIMITS = {
 #: Values in the largest activation of one window (channels x layers x frames x bins): 2**27 float32 =
 #: 512 MB, 3.5x the authors' largest configuration.
 MAX_ACTIVATION = 2**27
+#: Width of the dense control block's last layer (the authors' largest: 64 x 2**5 = 2048).
+MAX_CONTROL_WIDTH = 2**15
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Hyper-parameters of a GPoCM-conditioned U-Net with LightSAFT or LaSAFT blocks."""
+def check_config(cfg, problems: list) -> None:
+    """Bound every value of a network configuration (``cfg``: a frozen dataclass of either family) by what
+    the architecture can mean; raise ``ValueError`` listing ``problems`` (with the caller's own)."""
+    object.__setattr__(cfg, "sources", tuple(cfg.sources) if isinstance(cfg.sources, (list, tuple)) else ())
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if field.type == "int" and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            problems.append(f"{field.name} must be a positive integer, not {value!r:.40}")
+        elif field.type == "bool" and not isinstance(value, bool):
+            problems.append(f"{field.name} must be true or false, not {value!r:.40}")
+        elif field.name in LIMITS and not LIMITS[field.name][0] <= value <= LIMITS[field.name][1]:
+            low, high = LIMITS[field.name]
+            problems.append(f"{field.name} = {value!r:.40} is outside what this architecture can mean ({low}..{high})")
+    if not problems:
+        size = cfg.internal_channels * (cfg.n_internal_layers + 1) * cfg.num_frame * cfg.n_bins
+        if size > MAX_ACTIVATION:
+            problems.append(f"internal_channels x (n_internal_layers + 1) x num_frame x (n_fft/2 + 1) = {size:,} "
+                            f"values per window exceeds {MAX_ACTIVATION:,}")
+    if not problems:
+        if cfg.n_fft % 2 or cfg.n_fft % cfg.hop_length:
+            problems.append(f"n_fft {cfg.n_fft} must be even and a multiple of hop_length {cfg.hop_length}")
+        if cfg.n_blocks % 2 != 1:
+            problems.append(f"n_blocks must be odd, not {cfg.n_blocks}")
+        elif cfg.num_frame % cfg.frame_multiple:
+            problems.append(f"num_frame {cfg.num_frame} must be a multiple of {cfg.frame_multiple}")
+        if (cfg.n_fft // 2) % (2 ** cfg.n_levels):
+            problems.append(f"n_fft/2 must be divisible by 2**{cfg.n_levels}")
+        if cfg.kernel_size_t % 2 == 0 or cfg.kernel_size_f % 2 == 0:
+            problems.append("kernel sizes must be odd")
+    if len(cfg.sources) != 4 or set(cfg.sources) != set(SOURCES):  # also bounds a crafted list
+        problems.append(f"sources must be a permutation of {SOURCES}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
-    block: str  # "lightsaft" or "lasaft"
-    n_fft: int
-    hop_length: int
-    num_frame: int
-    n_blocks: int
-    internal_channels: int
-    n_internal_layers: int
-    kernel_size_t: int
-    kernel_size_f: int
-    bn_factor: int
-    min_bn_units: int
-    tfc_tdf_bias: bool
-    num_tdfs: int
-    dk: int
-    embedding_dim: int
-    control_n_layer: int = 4
-    sample_rate: int = SAMPLE_RATE
-    sources: tuple = SOURCES
 
-    def __post_init__(self):
-        object.__setattr__(self, "sources", tuple(self.sources))
-        problems = []
-        if self.block not in BLOCK_TYPES:
-            problems.append(f"block must be one of {BLOCK_TYPES}, not {self.block!r}")
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.type == "int" and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                problems.append(f"{field.name} must be a positive integer, not {value!r:.40}")
-            elif field.name in LIMITS and not LIMITS[field.name][0] <= value <= LIMITS[field.name][1]:
-                low, high = LIMITS[field.name]
-                problems.append(f"{field.name} = {value!r:.40} is outside what this architecture can mean ({low}..{high})")
-        if not isinstance(self.tfc_tdf_bias, bool):
-            problems.append(f"tfc_tdf_bias must be true or false, not {self.tfc_tdf_bias!r:.40}")
-        if not problems:
-            size = self.internal_channels * (self.n_internal_layers + 1) * self.num_frame * self.n_bins
-            if size > MAX_ACTIVATION:
-                problems.append(f"internal_channels x (n_internal_layers + 1) x num_frame x (n_fft/2 + 1) = {size:,} "
-                                f"values per window exceeds {MAX_ACTIVATION:,}")
-        if not problems:
-            if self.n_fft % 2 or self.n_fft % self.hop_length:
-                problems.append(f"n_fft {self.n_fft} must be even and a multiple of hop_length {self.hop_length}")
-            if self.n_blocks % 2 != 1:
-                problems.append(f"n_blocks must be odd, not {self.n_blocks}")
-            elif self.num_frame % self.frame_multiple:
-                problems.append(f"num_frame {self.num_frame} must be a multiple of {self.frame_multiple}")
-            if (self.n_fft // 2) % (2 ** self.n_levels):
-                problems.append(f"n_fft/2 must be divisible by 2**{self.n_levels}")
-            if self.kernel_size_t % 2 == 0 or self.kernel_size_f % 2 == 0:
-                problems.append("kernel sizes must be odd")
-        if len(self.sources) != 4 or set(self.sources) != set(SOURCES):  # also bounds a crafted list
-            problems.append(f"sources must be a permutation of {SOURCES}")
-        if problems:
-            raise ValueError("; ".join(problems))
 
-    # -- derived sizes -------------------------------------------------
+class ConfigSizes:
+    """What every family's configuration derives from its sizes, and its (de)serialisation."""
+
+    #: The network family (v1 weight files carry none; the LaSAFT-Net-v2 code base's say ``lasaft-v2``).
+    family = "lasaft-v1"
+
     @property
     def n_levels(self) -> int:
         """Number of encoder (and decoder) blocks, ``n_blocks // 2``."""
@@ -134,24 +119,19 @@ class ModelConfig:
         """Frequency bins inside the U-Net at ``level`` (0 = full resolution ``n_fft/2``)."""
         return (self.n_fft // 2) >> level
 
-    def bottleneck(self, f: int) -> int:
-        """Bottleneck units of a LightSAFT/LaSAFT block working on ``f`` bins."""
-        if self.block == "lightsaft":
-            return max(f // self.bn_factor, self.min_bn_units)
-        return max(f * self.num_tdfs // self.bn_factor, self.min_bn_units)
-
-    # -- (de)serialisation ---------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["sources"] = list(self.sources)
+        if self.family != ConfigSizes.family:  # v1 files stay as they were
+            d["family"] = self.family
         return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], path=None) -> "ModelConfig":
-        """Build from our own dictionary; raise :class:`WeightFileError` naming ``path``."""
+    def _from_fields(cls, d: Mapping[str, Any], path=None):
+        """``cls`` from a dictionary of its fields; :class:`WeightFileError` naming ``path`` otherwise."""
         names = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
         missing = sorted(required - set(d))
@@ -161,6 +141,64 @@ class ModelConfig:
             return cls(**{k: v for k, v in d.items() if k in names})
         except (TypeError, ValueError) as err:
             raise WeightFileError(path, f"invalid model configuration: {err}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(ConfigSizes):
+    """Hyper-parameters of a GPoCM-conditioned U-Net with LightSAFT or LaSAFT blocks."""
+
+    block: str  # "lightsaft" or "lasaft"
+    n_fft: int
+    hop_length: int
+    num_frame: int
+    n_blocks: int
+    internal_channels: int
+    n_internal_layers: int
+    kernel_size_t: int
+    kernel_size_f: int
+    bn_factor: int
+    min_bn_units: int
+    tfc_tdf_bias: bool
+    num_tdfs: int
+    dk: int
+    embedding_dim: int
+    control_n_layer: int = 4
+    sample_rate: int = SAMPLE_RATE
+    sources: tuple = SOURCES
+
+    def __post_init__(self):
+        problems = []
+        if self.block not in BLOCK_TYPES:
+            problems.append(f"block must be one of {BLOCK_TYPES}, not {self.block!r}")
+        check_config(self, problems)
+        if self.embedding_dim << (self.control_n_layer - 1) > MAX_CONTROL_WIDTH:  # the GPoCM generator's width
+            raise ValueError(f"embedding_dim x 2**(control_n_layer - 1) exceeds {MAX_CONTROL_WIDTH}")
+
+    #: The chunking ``--mode authors`` means for this family (:mod:`.chunking`).
+    authors_chunking = "authors"
+
+    @property
+    def title(self) -> str:
+        """The network's name for people."""
+        return "LightSAFT" if self.block == "lightsaft" else "LaSAFT"
+
+    def bottleneck(self, f: int) -> int:
+        """Bottleneck units of a LightSAFT/LaSAFT block working on ``f`` bins."""
+        if self.block == "lightsaft":
+            return max(f // self.bn_factor, self.min_bn_units)
+        return max(f * self.num_tdfs // self.bn_factor, self.min_bn_units)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path=None) -> "ModelConfig":
+        """Build from our own dictionary (or another family's: see :mod:`.config_v2`); raise
+        :class:`WeightFileError` naming ``path``."""
+        if cls is ModelConfig and d.get("family", cls.family) != cls.family:
+            from .config_v2 import FAMILIES
+
+            if not isinstance(d["family"], str) or d["family"] not in FAMILIES:
+                raise WeightFileError(path, f"model family {d['family']!r:.40} is not one of {sorted(FAMILIES)}")
+            return FAMILIES[d["family"]].from_dict(d, path)
+        return cls._from_fields(d, path)
 
     @classmethod
     def from_json(cls, text: str | None, path=None) -> "ModelConfig":

@@ -23,11 +23,11 @@ def export_onnx(weights_path, onnx_path) -> None:
     import onnx
     import torch
 
-    from .network import ConditionedUNet, SeparationGraph
+    from .families import build_network, frozen_graph
     from .weights import load_weights
 
     config, tensors = load_weights(weights_path)
-    graph = SeparationGraph(ConditionedUNet.from_tensors(config, tensors, weights_path))
+    graph = frozen_graph(build_network(config, tensors, weights_path))
     example = torch.zeros(1, 4, 2 * config.frame_multiple, config.n_bins)
     created = make_dirs(os.path.dirname(os.path.abspath(onnx_path)))
     tmp = atomic_path(onnx_path, ".onnx")

@@ -33,11 +33,11 @@ class TFC(nn.Module):
     ``(B, c_in, T, F) -> (B, C, T, F)``; layer ``i`` reads ``cat([out_{i-1}, in_{i-1}])``.
     """
 
-    def __init__(self, c_in: int, cfg: ModelConfig):
+    def __init__(self, c_in: int, cfg: ModelConfig, act=nn.ReLU):
         super().__init__()
         C, kt, kf = cfg.internal_channels, cfg.kernel_size_t, cfg.kernel_size_f
         self.H = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c_in + i * C, C, (kt, kf), padding=(kt // 2, kf // 2)), nn.BatchNorm2d(C), nn.ReLU())
+            nn.Sequential(nn.Conv2d(c_in + i * C, C, (kt, kf), padding=(kt // 2, kf // 2)), nn.BatchNorm2d(C), act())
             for i in range(cfg.n_internal_layers)
         )
 
@@ -115,13 +115,18 @@ class LaSAFTBlock(_LatentSourceBlock):
 
 
 class _DenseControlBlock(nn.Module):
-    def __init__(self, E: int):
+    """``control_n_layer`` widths ``E, 2E, 4E, …``: a Linear + ReLU into each, then Dropout and BatchNorm
+    after all but the first (the MDX networks have 4 layers, E -> 8E; the medium LightSAFT 6, E -> 32E)."""
+
+    def __init__(self, E: int, n_layer: int = 4):
         super().__init__()
-        self.linear = nn.Sequential(
-            nn.Linear(E, 2 * E), nn.ReLU(),
-            nn.Linear(2 * E, 4 * E), nn.ReLU(), nn.Dropout(), nn.BatchNorm1d(4 * E),
-            nn.Linear(4 * E, 8 * E), nn.ReLU(), nn.Dropout(), nn.BatchNorm1d(8 * E),
-        )  # fmt: skip
+        layers = []
+        for i in range(n_layer - 1):
+            layers += [nn.Linear(E << i, E << (i + 1)), nn.ReLU()]
+            if i:
+                layers += [nn.Dropout(), nn.BatchNorm1d(E << (i + 1))]
+        self.linear = nn.Sequential(*layers)
+        self.width = E << (n_layer - 1)
 
 
 class ConditionGenerator(nn.Module):
@@ -131,9 +136,10 @@ class ConditionGenerator(nn.Module):
         super().__init__()
         E, C, m = cfg.embedding_dim, cfg.internal_channels, cfg.n_levels
         self.C, self.m = C, m
-        self.dense_control_block = _DenseControlBlock(E)
-        self.linear_gamma = nn.Sequential(nn.Linear(8 * E, m * C * C), nn.Identity(), nn.BatchNorm1d(m * C * C, affine=False))
-        self.linear_beta = nn.Sequential(nn.Linear(8 * E, m * C), nn.Identity(), nn.BatchNorm1d(m * C, affine=False))
+        self.dense_control_block = _DenseControlBlock(E, cfg.control_n_layer)
+        width = self.dense_control_block.width
+        self.linear_gamma = nn.Sequential(nn.Linear(width, m * C * C), nn.Identity(), nn.BatchNorm1d(m * C * C, affine=False))
+        self.linear_beta = nn.Sequential(nn.Linear(width, m * C), nn.Identity(), nn.BatchNorm1d(m * C, affine=False))
 
     def forward(self, e):
         h = self.dense_control_block.linear(e)
@@ -194,22 +200,28 @@ class ConditionedUNet(nn.Module):
     @classmethod
     def from_tensors(cls, cfg: ModelConfig, tensors: dict, path=None) -> "ConditionedUNet":
         """Build and load; a missing, extra or mis-shaped tensor raises :class:`WeightFileError`."""
-        from .errors import WeightFileError
+        return load_network(cls, cfg, tensors, path)
 
-        # Shapes first, on the meta device (no memory): a configuration that does not fit the tensors
-        # is refused before a network of its size is allocated.
-        with torch.device("meta"):
-            shapes = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items() if not k.endswith("num_batches_tracked")}
-        missing, extra = sorted(set(shapes) - set(tensors)), sorted(set(tensors) - set(shapes))
-        if missing or extra:
-            raise WeightFileError(path, f"tensors do not match the configuration: missing {missing[:3]}, unexpected {extra[:3]}")
-        for k, shape in shapes.items():
-            if tuple(tensors[k].shape) != shape:
-                raise WeightFileError(path, f"tensor {k} has shape {tuple(tensors[k].shape)}, expected {shape}")
-        net = cls(cfg)
-        own = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-        net.load_state_dict({k: torch.as_tensor(tensors[k], dtype=torch.float32) for k in own}, strict=False)
-        return net.eval()
+
+def load_network(cls, cfg, tensors: dict, path=None) -> nn.Module:
+    """``cls(cfg)`` with ``tensors`` loaded (names as in its state dict), in eval mode; a missing, extra or
+    mis-shaped tensor raises :class:`WeightFileError` naming ``path``."""
+    from .errors import WeightFileError
+
+    # Shapes first, on the meta device (no memory): a configuration that does not fit the tensors
+    # is refused before a network of its size is allocated.
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items() if not k.endswith("num_batches_tracked")}
+    missing, extra = sorted(set(shapes) - set(tensors)), sorted(set(tensors) - set(shapes))
+    if missing or extra:
+        raise WeightFileError(path, f"tensors do not match the configuration: missing {missing[:3]}, unexpected {extra[:3]}")
+    for k, shape in shapes.items():
+        if tuple(tensors[k].shape) != shape:
+            raise WeightFileError(path, f"tensor {k} has shape {tuple(tensors[k].shape)}, expected {shape}")
+    net = cls(cfg)
+    own = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    net.load_state_dict({k: torch.as_tensor(tensors[k], dtype=torch.float32) for k in own}, strict=False)
+    return net.eval()
 
 
 # ---------------------------------------------------------------------------
@@ -288,7 +300,7 @@ class _FrozenTFC(nn.Module):
                 acc = y if acc is None else y + acc
             for j in range(i):
                 acc = nn.functional.conv2d(outs[j], self.parts[i][j], None, padding=conv.padding) + acc
-            outs.append(torch.relu(acc))
+            outs.append(layer[-1](acc))  # the layer's activation (ReLU, or leaky ReLU in v2 networks)
         return outs[-1]
 
     #: Always take the per-part form (what ONNX gets), e.g. to train through it: the eager form writes

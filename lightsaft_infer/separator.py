@@ -25,7 +25,7 @@ import numpy as np
 
 from .audio import AudioReader, StemWriter, check_audio, check_space, resample, write_stems
 from .backends import Backend, open_backend
-from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_chunks, window_batches
+from .chunking import DEFAULT_OVERLAP, MODES, OverlapAdd, plan_chunks, window_batches
 from .deadline import DeadlineGuard
 from .errors import WeightFileError
 from . import postfilter as postfilters
@@ -65,13 +65,15 @@ class Separator:
         if fast is not None:
             self.add_fast(fast)
         self.mode, self.overlap, self.trim = mode, overlap, trim
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.batch_size = batch_size
         postfilters.check(postfilter, iterations)  # see .postfilter: none keeps the authors' output
         self.postfilter, self.iterations = postfilter, int(iterations)
         self.stft = STFT(self.config.n_fft, self.config.hop_length, workers=threads or 1)
-        plan_chunks(0, self.config.window_samples, self.config.hop_length, mode, overlap, trim)  # validate now
+        self.plan(0)  # validate now
 
     def add_fast(self, fast: Backend) -> None:
         """Give the deadline guard a faster (less exact) path for the same model; :meth:`calibrate` again after."""
@@ -79,6 +81,18 @@ class Separator:
             raise ValueError("the fast backend must hold the same model as the exact one")
         self.paths["fast"] = fast
         self.costs.pop("fast", None)
+
+    def drop_slower_paths(self) -> list:
+        """Remove every path that :meth:`calibrate` measured no faster than a more accurate one (a "fast"
+        path that is slower on this CPU only costs accuracy); returns the names removed."""
+        missing = [name for name in self.paths if name not in self.costs]
+        if missing:
+            self.calibrate(missing)
+        dropped = [name for name in list(self.paths)[1:] if self.costs[name] >= self.costs["exact"]]
+        for name in dropped:
+            del self.paths[name]
+            self.costs.pop(name, None)
+        return dropped
 
     @classmethod
     def from_file(cls, path=None, backend: str = "auto", threads: int | None = None, fast: str | None = None,
@@ -103,7 +117,7 @@ class Separator:
                     else f"trim {plan.trim}" + (f", overlap {self.overlap:g}" if plan.fade else ""))
         filtered = "" if self.postfilter == "none" else f", {self.postfilter} post-filter" + (
             f" ({self.iterations} iteration{'s' * (self.iterations != 1)})" if self.postfilter == "wiener" else "")
-        return (f"{'LightSAFT' if c.block == 'lightsaft' else 'LaSAFT'} (n_fft {c.n_fft}, {c.n_blocks} blocks, "
+        return (f"{c.title} (n_fft {c.n_fft}, {c.n_blocks} blocks, "
                 f"{c.internal_channels} channels) on {self.backend.name}, {chunking}{filtered}")
 
     def warm_up(self) -> None:
@@ -131,7 +145,8 @@ class Separator:
 
     def plan(self, samples: int):
         """The chunk plan for a track of ``samples`` samples at the model's rate."""
-        return plan_chunks(samples, self.config.window_samples, self.config.hop_length, self.mode, self.overlap, self.trim)
+        mode = self.config.authors_chunking if self.mode == "authors" else self.mode  # the chunking of the family's code base
+        return plan_chunks(samples, self.config.window_samples, self.config.hop_length, mode, self.overlap, self.trim)
 
     def separate(self, audio: np.ndarray, sample_rate: int, progress=None, deadline: float | None = None,
                  path: str = "exact") -> dict[str, np.ndarray]:

@@ -12,15 +12,19 @@ from lightsaft_infer.config import ModelConfig
 REPO = pathlib.Path(__file__).resolve().parent.parent
 UPSTREAM = REPO.parent / "shared" / "fixtures" / "upstream"
 FIXTURES = ("lightsaft_small", "lightsaft_demo", "lasaft_paper")
+UPSTREAM_V2 = REPO.parent / "shared" / "fixtures" / "upstream-v2"
+#: The networks published after the challenge (README "Checkpoints"): LightSAFT-Net+, LaSAFT-Net-v2 light and
+#: large (v2 code base, config.yaml beside), the medium LightSAFT (v1 code base, 6 control layers).
+FIXTURES_V2 = ("v1_light", "v2_light", "v2_large", "lightsaft_medium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _need_upstream():
-    if UPSTREAM.is_dir():
+def _need_upstream(folder=UPSTREAM):
+    if folder.is_dir():
         return
     if IN_CI:  # CI always has ../shared: a missing one is a failure, never a skip
-        pytest.fail(f"{UPSTREAM} is missing in CI")
-    pytest.skip(f"reference fixtures not found at {UPSTREAM} (they live in ../shared beside the checkout)")
+        pytest.fail(f"{folder} is missing in CI")
+    pytest.skip(f"reference fixtures not found at {folder} (they live in ../shared beside the checkout)")
 
 
 def debian_tools_missing() -> list:
@@ -64,6 +68,27 @@ def need_debian_tools():
 def upstream():
     _need_upstream()
     return UPSTREAM
+
+
+@pytest.fixture(scope="session")
+def upstream_v2():
+    _need_upstream(UPSTREAM_V2)
+    return UPSTREAM_V2
+
+
+@pytest.fixture(scope="session")
+def converted_v2(tmp_path_factory, upstream_v2):
+    """``name -> NAME.safetensors`` (``NAME.onnx`` beside it) for the four later networks, converted by the
+    public CLI exactly as a user would (the v2 code base's config.yaml found beside the checkpoint)."""
+    from lightsaft_infer import cli
+
+    out = tmp_path_factory.mktemp("weights-v2")
+    paths = {}
+    for name in FIXTURES_V2:
+        path = out / f"{name}.safetensors"
+        assert cli.main(["convert", str(upstream_v2 / f"{name}.ckpt"), "-o", str(path), "--onnx"]) == 0, name
+        paths[name] = path
+    return paths
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lightsaft_infer.backends import OnnxBackend, module_available, open_backend, openvino_bf16_available
+from lightsaft_infer.cpu import describe, has_bf16
+from lightsaft_infer.backends import Backend, OnnxBackend, module_available, open_backend, openvino_bf16_available
 from lightsaft_infer.errors import WeightFileError
 from lightsaft_infer.separator import Separator
 from lightsaft_infer.stft import STFT
@@ -35,7 +36,10 @@ needs_openvino = pytest.mark.skipif(not module_available("openvino"), reason="Op
     [
         # bfloat16 products: close to fp32, but not fp32
         pytest.param("openvino-bf16", 1e-5, 2e-2, marks=needs_openvino_bf16),
-        pytest.param("torch-bf16", 1e-5, 2e-2),  # predict.py's fallback where OpenVINO is missing
+        # predict.py's fallback where OpenVINO is missing, on a CPU with bfloat16 only: without it torch's bf16
+        # convolutions take a scalar GEMM (one window ~minutes on AVX2-only Zen 3)
+        pytest.param("torch-bf16", 1e-5, 2e-2, marks=pytest.mark.skipif(
+            not has_bf16(), reason=f"this CPU has no bfloat16 arithmetic: {describe()}")),
         # the shipped int8 model: each window ~15-20% off fp32, yet still the same separation
         # (its SDR change is measured by the benchmark and evaluate)
         pytest.param("openvino-int8", 1e-3, 0.35, marks=needs_openvino),
@@ -153,3 +157,40 @@ def test_auto_loads_the_fast_path_only_when_the_exact_one_could_miss_a_long_song
     default = REPO / "weights" / "default.safetensors"  # has its int8 model beside it
     assert predict.fast_backend("onnx", default) == ("openvino-int8" if module_available("openvino") else None)
     assert predict.fast_backend("onnx", small_weights) == ("openvino-bf16" if openvino_bf16_available() else None)
+
+
+class _Slowed(Backend):
+    """A backend that takes ``delay`` seconds longer per call than the one it wraps (a deliberately slow
+    "fast" path, so that the choice below depends on measurement, not on the CPU the test runs on)."""
+
+    def __init__(self, inner, delay, name):
+        self.inner, self.delay, self.name, self.config = inner, delay, name, inner.config
+
+    def __call__(self, spec):
+        import time
+
+        time.sleep(self.delay)
+        return self.inner(spec)
+
+
+def test_a_fast_path_measured_slower_than_exact_is_dropped(mdx_config):
+    from .conftest import IdentityBackend
+
+    exact = IdentityBackend(mdx_config)
+    sep = Separator(exact, fast=_Slowed(exact, 0.3, "slow-fast"))
+    sep.calibrate()
+    assert sep.drop_slower_paths() == ["fast"] and list(sep.paths) == ["exact"] and "fast" not in sep.costs
+    sep = Separator(_Slowed(exact, 0.3, "slow-exact"), fast=exact)  # the fast path really is faster: kept
+    sep.calibrate()
+    assert sep.drop_slower_paths() == [] and list(sep.paths) == ["exact", "fast"]
+
+
+def test_torch_bf16_is_never_the_automatic_fast_path_without_bf16(monkeypatch, small_weights):
+    import lightsaft_infer.backends as backends
+    import lightsaft_infer.cpu as cpu
+
+    monkeypatch.setattr(backends, "module_available", lambda name: name != "openvino" and importlib.util.find_spec(name) is not None)
+    monkeypatch.setattr(cpu, "has_bf16", lambda: False)
+    assert backends.default_fast_backend(small_weights, "torch") is None
+    monkeypatch.setattr(cpu, "has_bf16", lambda: True)
+    assert backends.default_fast_backend(small_weights, "torch") == "torch-bf16"

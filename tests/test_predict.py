@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from lightsaft_infer.mdx import mdx_sdr
@@ -81,12 +82,16 @@ def test_mdx_sdr_formula():
 
 
 def test_predict_loads_a_named_fast_path(tmp_path, small_weights):
-    from lightsaft_infer.backends import openvino_bf16_available
+    from lightsaft_infer.backends import module_available, openvino_bf16_available
 
-    fast = "openvino-bf16" if openvino_bf16_available() else "torch-bf16"
+    if not module_available("openvino"):
+        pytest.skip("OpenVINO is not installed")
+    # openvino fp32 where this CPU has no bfloat16: torch-bf16 would take minutes a window there
+    fast = "openvino-bf16" if openvino_bf16_available() else "openvino"
     _make_songs(tmp_path / "test")
     proc = _predict(tmp_path, small_weights, {"LIGHTSAFT_BACKEND": "onnx", "LIGHTSAFT_FAST": fast})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     setup = next(l for l in proc.stdout.splitlines() if l.startswith("setup:"))
-    assert "exact " in setup and "fast " in setup, setup  # both paths warmed up and timed for the guard
+    # both paths warmed up and timed for the guard; kept only where measured faster than the exact one
+    assert "exact " in setup and ("fast " in setup or f"{fast} not used: measured no faster" in setup), setup
     _check_results(tmp_path)

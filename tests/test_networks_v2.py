@@ -1,0 +1,259 @@
+"""The networks published after the challenge — LightSAFT-Net+, LaSAFT-Net-v2 light and large, the medium
+LightSAFT — exact against the authors' recorded outputs on every exact backend, whole songs in the v2 code
+base's chunking, and their Hydra configuration read as data (hostile files refused in one line)."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lightsaft_infer import cli
+from lightsaft_infer.backends import module_available, open_backend
+from lightsaft_infer.chunking import plan_chunks
+from lightsaft_infer.errors import WeightFileError
+from lightsaft_infer.families import build_network
+from lightsaft_infer.hydra_config import read_hydra_config
+from lightsaft_infer.separator import Separator
+from lightsaft_infer.weights import load_weights
+
+from .conftest import FIXTURES_V2, REPO
+
+EXACT = ["torch", "onnx", pytest.param("openvino", marks=pytest.mark.skipif(
+    not module_available("openvino"), reason="OpenVINO is not installed"))]
+
+
+@pytest.fixture(scope="module")
+def vectors_v2(upstream_v2):
+    return {name: dict(np.load(upstream_v2 / f"{name}_vectors.npz")) for name in FIXTURES_V2}
+
+
+def test_configurations_are_the_published_ones(converted_v2):
+    cfg = {name: load_weights(path)[0] for name, path in converted_v2.items()}
+    assert cfg["v1_light"].family == cfg["v2_light"].family == cfg["v2_large"].family == "lasaft-v2"
+    assert not cfg["v1_light"].query_listen and not cfg["v1_light"].key_listen
+    assert cfg["v2_light"].query_listen and cfg["v2_light"].key_listen and cfg["v2_light"].activation == "leaky_relu"
+    assert (cfg["v2_light"].n_blocks, cfg["v2_light"].internal_channels, cfg["v2_light"].num_tdfs) == (7, 20, 12)
+    assert (cfg["v2_large"].n_fft, cfg["v2_large"].internal_channels, cfg["v2_large"].dk) == (4096, 24, 32)
+    medium = cfg["lightsaft_medium"]
+    assert (medium.family, medium.n_blocks, medium.control_n_layer, medium.num_frame) == ("lasaft-v1", 11, 6, 256)
+    # parameter counts of the README's checkpoint table (spec2spec, without the STFT window and BN statistics)
+    counts = {name: sum(t.size for k, t in load_weights(p)[1].items() if not k.endswith(("running_mean", "running_var")))
+              for name, p in converted_v2.items()}
+    assert counts == {"v1_light": 2_040_372, "v2_light": 1_910_270, "v2_large": 7_900_700, "lightsaft_medium": 9_138_868}
+
+
+@pytest.mark.parametrize("name", FIXTURES_V2)
+@pytest.mark.parametrize("backend", ["reference"] + EXACT)
+def test_network_matches_the_authors_spectrograms(name, backend, converted_v2, vectors_v2):
+    """Per condition: the authors' network written from the maths (``reference``), and the frozen
+    all-sources graph on each exact backend, equal the authors' own output to 1e-5 of its peak."""
+    v = vectors_v2[name]
+    x = v["spec_in"]
+    if backend == "reference":
+        import torch
+
+        net = build_network(*load_weights(converted_v2[name]))
+        with torch.inference_mode():
+            outs = np.stack([net(torch.from_numpy(x), torch.tensor([c])).numpy() for c in range(4)], 1)
+    elif backend == "torch":
+        outs = open_backend(converted_v2[name], backend)(x)
+    else:  # compiled for the fixture's window only (the model's own is compiled by every other test)
+        from lightsaft_infer.backends import OnnxBackend, OpenVinoFp32Backend
+
+        kind = OnnxBackend if backend == "onnx" else OpenVinoFp32Backend
+        outs = kind(converted_v2[name].with_suffix(".onnx"), compile_window=False)(x)
+    assert outs.shape == (1, 4) + x.shape[1:]
+    for c in range(4):
+        want = v[f"spec_out_{c}"]
+        err = np.abs(outs[:, c] - want).max() / np.abs(want).max()
+        assert err < 1e-5, (name, backend, c, err)
+    # the conditions really differ (a graph that ignored the condition could not pass the loop above)
+    assert np.abs(v["spec_out_0"] - v["spec_out_3"]).max() > 1e-2
+
+
+@pytest.mark.parametrize("backend", EXACT)
+def test_lightsaft_net_plus_whole_song_in_the_v2_chunking(backend, converted_v2, vectors_v2):
+    """--mode authors on a v2-code network is that code base's chunking (trim 5120, halves summed)."""
+    v = vectors_v2["v1_light"]
+    sep = Separator.from_file(converted_v2["v1_light"], backend=backend, mode="authors")
+    stems = sep.separate(v["wave_in"], 44100)
+    for source, stem in stems.items():
+        assert np.abs(stem - v[f"wave_out_{source}"]).max() < 1e-5, (backend, source)
+    default = Separator.from_file(converted_v2["v1_light"], backend=backend).separate(v["wave_in"], 44100)
+    assert np.abs(default["vocals"] - v["wave_out_vocals"]).max() > 1e-4  # our own chunking is a different one
+
+
+def test_authors_reference_path_reproduces_the_v2_song(converted_v2, vectors_v2):
+    from lightsaft_infer.reference import separate_reference
+
+    v = vectors_v2["v1_light"]
+    stems = separate_reference(build_network(*load_weights(converted_v2["v1_light"])), v["wave_in"], batch_size=2)
+    for source, stem in stems.items():
+        assert np.abs(stem - v[f"wave_out_{source}"]).max() < 1e-5, source
+
+
+def test_v2_chunking_follows_the_authors_rules_including_their_irregular_window():
+    W, hop = 1024 * 127, 1024
+    K, U = 5120, W - 2 * 5120
+    S = U // 2
+    plan = plan_chunks(198450, W, hop, "authors-v2")
+    assert (plan.trim, plan.kept, plan.stride, plan.n_windows) == (K, U, S, 3)
+    first, middle, last = (plan.window_weights(k) for k in range(3))
+    assert first[K] == 1 and first[W - K - 1] == 0.5 and middle[K] == 0.5 and middle[W - K - 1] == 0.5
+    assert last[K] == 0.5 and last[W - K - 1] == 1 and (first[:K] == 0).all() and (last[W - K :] == 0).all()
+    assert not any(plan.input_zeroed(k) for k in range(3))
+    # 182,000 samples: window 1 ends inside the last K samples (s + U <= L <= s + U + K): no halves at all,
+    # and its last K input samples are zeros, as the authors' code computes it
+    odd = plan_chunks(182_000, W, hop, "authors-v2")
+    s = S
+    assert s + U <= 182_000 <= s + U + K and odd.n_windows == 3
+    w = odd.window_weights(1)
+    assert (w[K : W - K] == 1).all() and odd.input_zeroed(1) == K and odd.input_zeroed(0) == 0
+    assert not odd.normalised
+    # on an identity network the v2 chunking returns the track weighted by what the authors' weights sum to
+    from .conftest import IdentityBackend
+    from lightsaft_infer.config_v2 import V2Config
+
+    cfg = V2Config(n_fft=2048, hop_length=1024, num_frame=128, n_blocks=9, internal_channels=16, n_internal_layers=4,
+                   kernel_size_t=3, kernel_size_f=3, bn_factor=16, min_bn_units=16, tfc_tdf_bias=False, num_tdfs=16,
+                   dk=64, embedding_dim=64, query_listen=False, key_listen=False)
+    x = np.random.default_rng(0).standard_normal((182_000, 2)).astype(np.float32) * 0.1
+    y = Separator(IdentityBackend(cfg), mode="authors").separate(x, 44100)["vocals"]
+    inside = slice(S + U - S, S + U)  # window 1's last half, where window 2's first half (0.5) overlaps its 1
+    assert np.allclose(y[inside], 1.5 * x[inside], atol=1e-4)
+    assert np.allclose(y[1000:S], x[1000:S], atol=1e-4)
+
+
+def _song(path, seconds=1.0):
+    x = (0.1 * np.random.default_rng(3).standard_normal((int(seconds * 44100), 2))).astype(np.float32)
+    sf.write(path, x, 44100)
+    return x
+
+
+@pytest.mark.parametrize("name", FIXTURES_V2)
+def test_separate_runs_every_published_network(name, converted_v2, tmp_path, capsys):
+    song = tmp_path / "song.wav"
+    x = _song(song)
+    assert cli.main(["separate", str(song), "-o", str(tmp_path / "out"), "-w", str(converted_v2[name].with_suffix(".onnx")), "-q"]) == 0
+    for source in ("vocals", "drums", "bass", "other"):
+        y, rate = sf.read(tmp_path / "out" / "song" / f"{source}.wav", dtype="float32")
+        assert rate == 44100 and y.shape == x.shape and np.isfinite(y).all() and np.abs(y).max() > 0
+    assert cli.main(["info", str(converted_v2[name])]) == 0
+    assert '"n_blocks"' in capsys.readouterr().out
+
+
+def test_predict_runs_a_v2_network(converted_v2, tmp_path):
+    song = tmp_path / "test" / "song0"
+    song.mkdir(parents=True)
+    _song(song / "mixture.wav", 2.0)
+    env = {**os.environ, "TEST_DATASET_PATH": str(tmp_path / "test"), "RESULTS_DATASET_PATH": str(tmp_path / "results"),
+           "LIGHTSAFT_WEIGHTS": str(converted_v2["v2_light"].with_suffix(".onnx")), "LIGHTSAFT_FAST": "none"}
+    proc = subprocess.run([sys.executable, str(REPO / "predict.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "LaSAFT-Net-v2" in proc.stdout and "song0:" in proc.stdout
+    for source in ("vocals", "drums", "bass", "other"):
+        y, _ = sf.read(tmp_path / "results" / "song0" / f"{source}.wav")
+        assert y.shape == (88200, 2) and np.abs(y).max() > 0
+
+
+# -- the configuration: found, required, and read as data ---------------------------------------------
+
+
+def test_convert_says_what_is_missing_and_takes_config(upstream_v2, tmp_path, capsys):
+    import shutil
+
+    ckpt = tmp_path / "epoch=669.ckpt"
+    shutil.copy(upstream_v2 / "v2_light.ckpt", ckpt)  # no config.yaml beside it
+    code = cli.main(["convert", str(ckpt), "-o", str(tmp_path / "x.safetensors")])
+    err = capsys.readouterr().err
+    assert code != 0 and "no config.yaml is beside it" in err and "--config" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.safetensors").exists()
+    code = cli.main(["convert", str(ckpt), "-o", str(tmp_path / "x.safetensors"), "--config",
+                     str(upstream_v2 / "v2_light.config.yaml")])
+    assert code == 0 and load_weights(tmp_path / "x.safetensors")[0].name == "v2_light"
+    shutil.copy(upstream_v2 / "v2_large.config.yaml", tmp_path / "config.yaml")  # another network's configuration
+    code = cli.main(["convert", str(ckpt), "-o", str(tmp_path / "y.safetensors")])
+    err = capsys.readouterr().err
+    assert code != 0 and "tensors do not match the configuration" in err and not (tmp_path / "y.safetensors").exists()
+
+
+GOOD = (REPO.parent / "shared" / "fixtures" / "upstream-v2" / "v2_light.config.yaml")
+
+
+def _crafted(tmp_path, old, new):
+    text = GOOD.read_text().replace(old, new, 1)
+    assert text != GOOD.read_text() or old == new
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+HOSTILE = [
+    ("env resolver in the model", "n_blocks: 7", "n_blocks: ${oc.env:HOME}", "does not evaluate"),
+    ("hydra resolver", "internal_channels: 20", "internal_channels: ${hydra:runtime.cwd}", "does not evaluate"),
+    ("reference cycle", "norm: bn", "norm: ${model.spec2spec.norm}", "deeper than"),
+    ("dangling reference", "n_fft: 2048\n  num_frame", "n_fft: ${model.nothing}\n  num_frame", "has no 'model.nothing'"),
+    ("an import target", "lasaft.models.conditioned.spec2spec.block_functions.MkTFCLightSAFTGPoCM", "os.system", "supported"),
+    ("a LaSAFT block function", "MkTFCLightSAFTGPoCM", "MkTFCLaSAFTGPoCM", "supported"),
+    ("huge block count", "n_blocks: 7", "n_blocks: 1000000001", "outside what this architecture can mean"),
+    ("huge channel count", "internal_channels: 20", "internal_channels: 100000000", "outside what this architecture can mean"),
+    ("a list for a size", "dk: 32", "dk: [32]", "positive integer"),
+    ("a string activation", "activation: leaky_relu\n      condition_dim", "activation: gelu\n      condition_dim", "must be one of"),
+    ("a python tag", "dk: 32", "dk: !!python/object/apply:os.system ['echo pwned']", "not valid YAML"),
+    ("unsupported norm", "norm: bn", "norm: ln", "only 'bn'"),
+    ("mismatched gr", "gr: ${model.spec2spec.internal_channels}", "gr: 7", "differs from"),
+    ("no model", "model:", "modell:", "no 'model' section"),
+]
+
+
+@pytest.mark.parametrize("label, old, new, message", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_configurations_are_refused_in_one_line(label, old, new, message, tmp_path):
+    path = _crafted(tmp_path, old, new)
+    t = time.perf_counter()
+    with pytest.raises(WeightFileError) as err:
+        read_hydra_config(path)
+    assert time.perf_counter() - t < 5
+    text = str(err.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text, text
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_oversized_nested_and_aliased_yaml_is_refused_quickly(tmp_path):
+    cases = {
+        "big.yaml": "model:\n" + "  x: 1\n" * 30_000,  # over 64 kB
+        "deep.yaml": "model: " + "[" * 50_000 + "]" * 50_000,
+        "laughs.yaml": "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(20)
+        ) + "model: {n_fft: 2048}\n",
+        "binary.yaml": b"\xff\xfe model: 1",
+        "list.yaml": "- 1\n- 2\n",
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+        t = time.perf_counter()
+        with pytest.raises(WeightFileError) as err:
+            read_hydra_config(path)
+        assert time.perf_counter() - t < 5, name
+        assert str(err.value).startswith(str(path)) and "\n" not in str(err.value), (name, str(err.value))
+
+
+def test_unknown_families_are_named(tmp_path, capsys):
+    """A weight file of a family this engine does not know, and a checkpoint of neither code base."""
+    from lightsaft_infer.config import ModelConfig
+
+    with pytest.raises(WeightFileError, match="model family 'lasaft-v9' is not one of"):
+        ModelConfig.from_dict({"family": "lasaft-v9"}, "x.safetensors")
+    with pytest.raises(WeightFileError, match="model family"):
+        ModelConfig.from_dict({"family": ["lasaft-v2"]}, "x.safetensors")
+    torch = pytest.importorskip("torch")
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"spec2spec.conv.weight": torch.zeros(3), "spec2spec.fc.bias": torch.zeros(2)}}, ckpt)
+    code = cli.main(["convert", str(ckpt), "-o", str(tmp_path / "x.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "conv.weight" in err and "supported:" in err and "LaSAFT-Net-v2" in err and "\n" not in err
