@@ -90,8 +90,25 @@ def check_config(cfg, problems: list) -> None:
 
 
 
+@dataclasses.dataclass(frozen=True)
 class ConfigSizes:
-    """What every family's configuration derives from its sizes, and its (de)serialisation."""
+    """The sizes every family's configuration has (names as in the v1 checkpoints' hyper-parameters), what
+    is derived from them, and the (de)serialisation."""
+
+    n_fft: int
+    hop_length: int
+    num_frame: int
+    n_blocks: int
+    internal_channels: int
+    n_internal_layers: int
+    kernel_size_t: int
+    kernel_size_f: int
+    bn_factor: int
+    min_bn_units: int
+    tfc_tdf_bias: bool
+    num_tdfs: int
+    dk: int
+    embedding_dim: int
 
     #: The network family (v1 weight files carry none; the LaSAFT-Net-v2 code base's say ``lasaft-v2``).
     family = "lasaft-v1"
@@ -145,23 +162,10 @@ class ConfigSizes:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(ConfigSizes):
-    """Hyper-parameters of a GPoCM-conditioned U-Net with LightSAFT or LaSAFT blocks."""
+    """Hyper-parameters of a GPoCM-conditioned U-Net with LightSAFT or LaSAFT blocks (and the sizes of
+    :class:`ConfigSizes`)."""
 
     block: str  # "lightsaft" or "lasaft"
-    n_fft: int
-    hop_length: int
-    num_frame: int
-    n_blocks: int
-    internal_channels: int
-    n_internal_layers: int
-    kernel_size_t: int
-    kernel_size_f: int
-    bn_factor: int
-    min_bn_units: int
-    tfc_tdf_bias: bool
-    num_tdfs: int
-    dk: int
-    embedding_dim: int
     control_n_layer: int = 4
     sample_rate: int = SAMPLE_RATE
     sources: tuple = SOURCES

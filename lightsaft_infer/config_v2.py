@@ -27,22 +27,10 @@ FAMILY = "lasaft-v2"
 
 @dataclasses.dataclass(frozen=True)
 class V2Config(ConfigSizes):
-    """Hyper-parameters of a LaSAFT-Net-v2-family network (names as in the authors' ``config.yaml``)."""
+    """Hyper-parameters of a LaSAFT-Net-v2-family network: the sizes of :class:`~.config.ConfigSizes`
+    (``config.yaml``'s ``mk_block_f.kt`` / ``kf`` / ``bias`` are ``kernel_size_t`` / ``_f``, ``tfc_tdf_bias``),
+    the listen modes and the activations."""
 
-    n_fft: int
-    hop_length: int
-    num_frame: int
-    n_blocks: int
-    internal_channels: int
-    n_internal_layers: int
-    kernel_size_t: int
-    kernel_size_f: int
-    bn_factor: int
-    min_bn_units: int
-    tfc_tdf_bias: bool
-    num_tdfs: int
-    dk: int
-    embedding_dim: int
     query_listen: bool
     key_listen: bool
     first_conv_activation: str = "relu"

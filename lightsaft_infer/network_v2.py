@@ -131,8 +131,8 @@ class LightSAFTv2(nn.Module):
         return self.keys[0, 0].transpose(0, 1)[None, :, None, :]
 
     def attention(self, t, e):
-        q, k = self.query(t, e), self.key(t)
-        logits = torch.einsum("bltd,btd->btl", k, q.expand(-1, k.shape[2], -1) if q.shape[1] < k.shape[2] else q)
+        # k (B or 1, L, T or 1, dk) against q (B, T or 1, dk): the frame axes broadcast in every listen mode
+        logits = (self.key(t) * self.query(t, e)[:, None]).sum(-1).transpose(1, 2)  # (B, T or 1, L)
         return torch.softmax(logits / math.sqrt(self.dk), dim=-1)
 
     def forward(self, t, e):
@@ -296,22 +296,26 @@ class SeparationGraphV2(nn.Module):
         mixed = torch.matmul(v, w.reshape(1, 1, w.shape[1], L, 1)).reshape(1, C, T, b)
         return t + self.lasift[j](mixed)
 
+    def encode(self, spec):
+        """The condition-free part of one window ``spec (1, 4, T, F)``: ``(mid-block output, skips)``."""
+        x = self.first_conv(spec)
+        skips = []
+        for k in range(self.n_levels):
+            x = self.encoders[k](x)
+            skips.append(x)
+            x = self.downsamplings[k](x)
+        return self.encoders[self.n_levels](x), skips
+
+    def branch(self, s: int, mid, skips):
+        """Source ``s``'s decoders from :meth:`encode`'s output to its spectrogram ``(1, 4, T, F)``."""
+        x = mid
+        for j in range(self.n_levels):
+            x = self._decoder(j, s, x, skips[-1 - j])
+        return self.last_conv(x)
+
     def forward(self, spec):
         outs = []
-        n = self.n_levels
         for i in range(spec.shape[0]):  # one window at a time: small working set
-            x = self.first_conv(spec[i : i + 1])
-            skips = []
-            for k in range(n):
-                x = self.encoders[k](x)
-                skips.append(x)
-                x = self.downsamplings[k](x)
-            mid = self.encoders[n](x)  # condition-free up to here: once for all sources
-            stems = []
-            for s in range(self.S):
-                x = mid
-                for j in range(n):
-                    x = self._decoder(j, s, x, skips[-1 - j])
-                stems.append(self.last_conv(x))
-            outs.append(torch.stack(stems, 1))
+            mid, skips = self.encode(spec[i : i + 1])  # once for all sources
+            outs.append(torch.stack([self.branch(s, mid, skips) for s in range(self.S)], 1))
         return torch.cat(outs, 0)

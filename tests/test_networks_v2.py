@@ -257,3 +257,36 @@ def test_unknown_families_are_named(tmp_path, capsys):
     code = cli.main(["convert", str(ckpt), "-o", str(tmp_path / "x.safetensors")])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "conv.weight" in err and "supported:" in err and "LaSAFT-Net-v2" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("query_listen, key_listen", [(False, False), (True, False), (False, True), (True, True)])
+def test_every_listen_mode_freezes_to_the_same_network(query_listen, key_listen, tmp_path):
+    """The published networks use both listen modes or neither; the query-only and key-only modes the
+    authors' configs also name must freeze and export as exactly (random weights, tiny network)."""
+    torch = pytest.importorskip("torch")
+    from lightsaft_infer.backends import OnnxBackend
+    from lightsaft_infer.config_v2 import V2Config
+    from lightsaft_infer.export import export_onnx
+    from lightsaft_infer.families import frozen_graph
+    from lightsaft_infer.network_v2 import ConditionedUNetV2
+    from lightsaft_infer.weights import save_weights
+
+    cfg = V2Config(n_fft=128, hop_length=32, num_frame=16, n_blocks=5, internal_channels=4, n_internal_layers=2,
+                   kernel_size_t=3, kernel_size_f=3, bn_factor=4, min_bn_units=2, tfc_tdf_bias=False, num_tdfs=3,
+                   dk=5, embedding_dim=6, query_listen=query_listen, key_listen=key_listen, activation="leaky_relu")
+    rng = np.random.default_rng(7)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in ConditionedUNetV2(cfg).state_dict().items() if "num_batches" not in k}
+    tensors = {k: (rng.uniform(0.5, 1.5, s) if "running_var" in k else rng.standard_normal(s) * 0.5).astype(np.float32)
+               for k, s in shapes.items()}
+    net = ConditionedUNetV2.from_tensors(cfg, tensors)
+    x = torch.from_numpy(rng.standard_normal((1, 4, 16, 65)).astype(np.float32))
+    with torch.inference_mode():
+        want = torch.stack([net(x, torch.tensor([c])) for c in range(4)], 1).numpy()
+        graph = frozen_graph(net)(x).numpy()
+    save_weights(tmp_path / "tiny.safetensors", cfg, tensors)
+    export_onnx(tmp_path / "tiny.safetensors", tmp_path / "tiny.onnx")
+    exported = OnnxBackend(tmp_path / "tiny.onnx")(x.numpy())
+    peak = np.abs(want).max()
+    assert np.abs(graph - want).max() < 1e-5 * peak and np.abs(exported - want).max() < 1e-5 * peak
+    assert np.abs(want[:, 0] - want[:, 1]).max() > 1e-3 * peak  # the condition matters

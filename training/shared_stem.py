@@ -23,28 +23,11 @@ def measure(path, repeat: int = 3) -> dict:
     config, tensors = load_weights(path)
     graph = frozen_graph(build_network(config, tensors, path))
     spec = torch.randn(1, 4, config.num_frame, config.n_bins) * 0.5
-    n = graph.n_levels
-
-    def stem():
-        x = graph.first_conv(spec)
-        skips = []
-        for k in range(n):
-            x = graph.encoders[k](x)
-            skips.append(x)
-            x = graph.downsamplings[k](x)
-        return graph.encoders[n](x), skips
-
-    def branch(mid, skips):
-        x = mid
-        for j in range(n):
-            x = graph._decoder(j, 0, x, skips[-1 - j])
-        return graph.last_conv(x)
-
     with torch.inference_mode():
-        mid, skips = stem()
-        branch(mid, skips)  # warm-up
-        t_stem = min(_time(stem) for _ in range(repeat))
-        t_branch = min(_time(lambda: branch(mid, skips)) for _ in range(repeat))
+        mid, skips = graph.encode(spec)
+        graph.branch(0, mid, skips)  # warm-up
+        t_stem = min(_time(lambda: graph.encode(spec)) for _ in range(repeat))
+        t_branch = min(_time(lambda: graph.branch(0, mid, skips)) for _ in range(repeat))
     S = len(config.sources)
     shared, unshared = t_stem + S * t_branch, S * (t_stem + t_branch)
     return {"weights": str(path), "network": config.title, "stem_s": t_stem, "decoder_s": t_branch,
