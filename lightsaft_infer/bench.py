@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from .chunking import DEFAULT_OVERLAP, plan_chunks
+from .chunking import DEFAULT_OVERLAP, plan_for
 from .mdx import mdx_sdr, reference_stem, song_budget
 
 STEMS = ("vocals", "drums", "bass", "other")
@@ -168,8 +168,7 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
         from .weights import read_config
 
         config = read_config(safetensors)
-        plan = plan_chunks(0, config.window_samples, config.hop_length, config.authors_chunking if mode == "authors" else mode,
-                           overlap, trim)  # fmt: skip
+        plan = plan_for(config, 0, mode, overlap, trim)
         options["trim"] = report["trim"] = plan.trim  # resolved once: every path, the reference too, uses it
         report["network"] = config.title
         if mode == "authors":  # the reference path then takes the authors' chunking of the network's code base

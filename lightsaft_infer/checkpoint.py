@@ -244,6 +244,7 @@ def convert_checkpoint(path: str | os.PathLike, config=None):
     if not tensors:
         raise WeightFileError(path, f"state_dict holds no 'spec2spec.' tensors (its names: {_keys(state)}); "
                                     f"supported: {'; '.join(SUPPORTED)}")
+    tensors = checked_tensors(tensors, path)
     if any(k.startswith("decoders.") and ".tfc_lightsaft." in k for k in tensors):
         from .hydra_config import find_config, read_hydra_config
 
@@ -251,9 +252,7 @@ def convert_checkpoint(path: str | os.PathLike, config=None):
         if found is None:
             raise WeightFileError(path, "a LaSAFT-Net-v2-code checkpoint stores no configuration and no config.yaml "
                                         "is beside it: pass the one the authors ship with it (--config FILE)")
-        cfg = read_hydra_config(found)
-        return cfg, checked_tensors(tensors, path)
-    tensors = checked_tensors(tensors, path)
+        return read_hydra_config(found), tensors
     if any(".LaSAFT_bn_layer." in k for k in tensors):
         block = "lightsaft"
     elif any(".tdfs." in k for k in tensors):

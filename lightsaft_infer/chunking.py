@@ -150,6 +150,15 @@ def plan_chunks(
     return ChunkPlan(length, window, trim, fade, stride, n_windows)
 
 
+def plan_for(config, length: int, mode: str = "overlap", overlap: float = DEFAULT_OVERLAP, trim: int | None = None) -> ChunkPlan:
+    """:func:`plan_chunks` for a network ``config``: its window and hop, and ``authors`` meaning the chunking of
+    its own code base (``config.authors_chunking``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    scheme = config.authors_chunking if mode == "authors" else mode
+    return plan_chunks(length, config.window_samples, config.hop_length, scheme, overlap, trim)
+
+
 class OverlapAdd:
     """Streaming overlap-add of weighted windows, added in order.
 

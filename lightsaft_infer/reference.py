@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .chunking import OverlapAdd, plan_chunks, window_batches
+from .chunking import OverlapAdd, plan_for, window_batches
 
 
 def separate_reference(net, audio: np.ndarray, batch_size: int = 1, trim: int | None = None) -> dict[str, np.ndarray]:
@@ -30,10 +30,7 @@ def separate_reference(net, audio: np.ndarray, batch_size: int = 1, trim: int | 
     window = torch.hann_window(n_fft)
     W = cfg.window_samples
     n = audio.shape[0]
-    if trim is None:
-        plan = plan_chunks(n, W, hop, cfg.authors_chunking)
-    else:
-        plan = plan_chunks(n, W, hop, "overlap", 0.0, trim)
+    plan = plan_for(cfg, n, "authors") if trim is None else plan_for(cfg, n, "overlap", 0.0, trim)
     track = np.ascontiguousarray(audio.T, dtype=np.float32)  # (2, samples)
     chunks = torch.from_numpy(np.concatenate([w for _, w in window_batches(track, plan, plan.n_windows)]))  # (n, 2, W)
     out = {}

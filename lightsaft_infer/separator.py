@@ -25,7 +25,7 @@ import numpy as np
 
 from .audio import AudioReader, StemWriter, check_audio, check_space, resample, write_stems
 from .backends import Backend, open_backend
-from .chunking import DEFAULT_OVERLAP, MODES, OverlapAdd, plan_chunks, window_batches
+from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_for, window_batches
 from .deadline import DeadlineGuard
 from .errors import WeightFileError
 from . import postfilter as postfilters
@@ -65,8 +65,6 @@ class Separator:
         if fast is not None:
             self.add_fast(fast)
         self.mode, self.overlap, self.trim = mode, overlap, trim
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.batch_size = batch_size
@@ -145,8 +143,7 @@ class Separator:
 
     def plan(self, samples: int):
         """The chunk plan for a track of ``samples`` samples at the model's rate."""
-        mode = self.config.authors_chunking if self.mode == "authors" else self.mode  # the chunking of the family's code base
-        return plan_chunks(samples, self.config.window_samples, self.config.hop_length, mode, self.overlap, self.trim)
+        return plan_for(self.config, samples, self.mode, self.overlap, self.trim)
 
     def separate(self, audio: np.ndarray, sample_rate: int, progress=None, deadline: float | None = None,
                  path: str = "exact") -> dict[str, np.ndarray]:
