@@ -458,6 +458,7 @@ def test_validation_sdr_weighs_every_example_the_same_whatever_its_loudness():
     assert -SDR_FLOOR_DB - 1 < silent_sdr < 0
 
 
+@pytest.mark.slow  # 104 s of training on a 2-core AVX2 CPU (2026-12-03): the default run stays under 10 min
 def test_train_command_writes_resumable_checkpoint_and_engine_weights(mini_corpus, tmp_path):
     from lightsaft_infer.separator import Separator
     from training.train import train
@@ -549,6 +550,7 @@ def test_resuming_training_reproduces_the_uninterrupted_run(mini_corpus, tmp_pat
     assert not all(torch.equal(v, c["model"][k]) for k, v in a["model"].items())
 
 
+@pytest.mark.slow  # 65 s of training on a 2-core AVX2 CPU (2026-12-03): the default run stays under 10 min
 def test_validation_through_effects_is_its_own_set_and_a_change_of_sets_restarts_the_best(mini_corpus, tmp_path):
     import torch
 
