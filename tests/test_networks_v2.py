@@ -182,12 +182,11 @@ def test_convert_says_what_is_missing_and_takes_config(upstream_v2, tmp_path, ca
     assert code != 0 and "tensors do not match the configuration" in err and not (tmp_path / "y.safetensors").exists()
 
 
-GOOD = (REPO.parent / "shared" / "fixtures" / "upstream-v2" / "v2_light.config.yaml")
-
-
-def _crafted(tmp_path, old, new):
-    text = GOOD.read_text().replace(old, new, 1)
-    assert text != GOOD.read_text() or old == new
+def _crafted(folder, tmp_path, old, new):
+    """The authors' v2_light config.yaml (from the fixtures in ``folder``) with ``old`` replaced by ``new``."""
+    good = (folder / "v2_light.config.yaml").read_text()
+    text = good.replace(old, new, 1)
+    assert text != good
     path = tmp_path / "config.yaml"
     path.write_text(text)
     return path
@@ -212,8 +211,8 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("label, old, new, message", HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_hostile_configurations_are_refused_in_one_line(label, old, new, message, tmp_path):
-    path = _crafted(tmp_path, old, new)
+def test_hostile_configurations_are_refused_in_one_line(label, old, new, message, tmp_path, upstream_v2):
+    path = _crafted(upstream_v2, tmp_path, old, new)
     t = time.perf_counter()
     with pytest.raises(WeightFileError) as err:
         read_hydra_config(path)
