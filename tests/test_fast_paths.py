@@ -39,7 +39,7 @@ needs_openvino = pytest.mark.skipif(not module_available("openvino"), reason="Op
         # predict.py's fallback where OpenVINO is missing, on a CPU with bfloat16 only: without it torch's bf16
         # convolutions take a scalar GEMM (one window ~minutes on AVX2-only Zen 3)
         pytest.param("torch-bf16", 1e-5, 2e-2, marks=pytest.mark.skipif(
-            not has_bf16(), reason=f"this CPU has no bfloat16 arithmetic: {describe()}")),
+            not has_bf16(), reason=f"this CPU has no bfloat16 support: {describe()}")),
         # the shipped int8 model: each window ~15-20% off fp32, yet still the same separation
         # (its SDR change is measured by the benchmark and evaluate)
         pytest.param("openvino-int8", 1e-3, 0.35, marks=needs_openvino),
