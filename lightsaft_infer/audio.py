@@ -8,16 +8,20 @@ beside the target and is renamed into place, so a failure leaves no partial file
 
 from __future__ import annotations
 
-import math
 import os
+import stat
 
 import numpy as np
 import soundfile as sf
 
 from .errors import AudioError
 from .files import atomic_path, free_bytes, make_dirs, publish, remove_empty, write_problem
+from .resample import check_rate
 
 MAX_CHANNELS = 2
+#: Largest sample magnitude taken (+80 dBFS): float WAVs may exceed full scale, but a sample of 3e38 is a
+#: damaged file, and the spectrogram of one overflows float32 (the network's output would be blamed).
+MAX_LEVEL = 1e4
 
 
 def check_audio(audio: np.ndarray, path=None) -> np.ndarray:
@@ -32,10 +36,21 @@ def check_audio(audio: np.ndarray, path=None) -> np.ndarray:
     if audio.shape[1] not in (1, MAX_CHANNELS):
         raise AudioError(path, f"has {audio.shape[1]} channels; only mono or stereo is supported")
     audio = audio.astype(np.float32, copy=False)
-    if not np.isfinite(audio).all():
-        bad = int(np.flatnonzero(~np.isfinite(audio).all(axis=1))[0])
-        raise AudioError(path, f"contains NaN or infinite samples (first at sample {bad})")
+    check_samples(audio, path)
     return audio
+
+
+def check_samples(audio: np.ndarray, path=None, first: int = 0) -> None:
+    """Refuse NaN, infinite and absurdly loud samples in ``(samples, channels)`` starting at sample ``first``."""
+    if not np.isfinite(audio).all():
+        bad = first + int(np.flatnonzero(~np.isfinite(audio).all(axis=1))[0])
+        raise AudioError(path, f"contains NaN or infinite samples (first at sample {bad})")
+    loud = np.abs(audio) > MAX_LEVEL
+    if loud.any():
+        bad = int(np.flatnonzero(loud.any(axis=1))[0])
+        level = 20 * np.log10(float(np.abs(audio[bad]).max()))
+        raise AudioError(path, f"has a sample at level {level:+.0f} dBFS (sample {first + bad}); the input is damaged or "
+                               f"not audio: samples must stay below {MAX_LEVEL:g} (+{20 * np.log10(MAX_LEVEL):.0f} dBFS)")
 
 
 def read_audio(path) -> tuple[np.ndarray, int]:
@@ -80,7 +95,7 @@ class StemWriter:
                 try:
                     self.created += make_dirs(os.path.dirname(os.path.abspath(path)))
                     self.tmp[key] = atomic_path(path, os.path.splitext(path)[1] or ".wav")
-                    self.files[key] = sf.SoundFile(self.tmp[key], "w", sample_rate, channels, sub, format=fmt)
+                    self.files[key] = sf.SoundFile(os.fsencode(self.tmp[key]), "w", sample_rate, channels, sub, format=fmt)
                 except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
                     raise AudioError(path, write_problem(err, path)) from None
         except BaseException:
@@ -159,23 +174,6 @@ def write_silence(paths, frames: int, sample_rate: int, channels: int, subtype: 
         writer.commit()
 
 
-def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: int | None = None) -> np.ndarray:
-    """Polyphase resampling along axis 0 (``(samples, ...)``); ``length`` pads/cuts the result exactly."""
-    if rate_in <= 0 or rate_out <= 0:
-        raise ValueError(f"sample rates must be positive, not {rate_in} -> {rate_out}")
-    if rate_in != rate_out:
-        from scipy.signal import resample_poly
-
-        g = math.gcd(rate_in, rate_out)
-        audio = resample_poly(audio, rate_out // g, rate_in // g, axis=0).astype(np.float32)
-    if length is not None and audio.shape[0] != length:
-        if audio.shape[0] > length:
-            audio = audio[:length]
-        else:
-            audio = np.concatenate([audio, np.zeros((length - audio.shape[0], *audio.shape[1:]), audio.dtype)])
-    return audio
-
-
 def write_stems(stems: dict, sample_rate: int, subtype: str = "FLOAT") -> None:
     """Write ``{path: (samples, channels)}`` all-or-nothing (see :class:`StemWriter`)."""
     stems = {os.fspath(p): np.asarray(a) for p, a in stems.items()}
@@ -217,6 +215,34 @@ def _wav_announced_frames(path: str, info) -> int | None:
     return None
 
 
+_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+          stat.S_IFSOCK: "socket"}
+
+
+def check_regular(path) -> None:
+    """Refuse anything but a regular file before it is opened: opening a FIFO or a device blocks or never ends."""
+    try:
+        kind = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise AudioError(path, "no such file") from None
+    except OSError as err:
+        raise AudioError(path, f"cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(kind):
+        raise AudioError(path, "is a directory, not an audio file")
+    if not stat.S_ISREG(kind):
+        raise AudioError(path, f"is a {_KINDS.get(stat.S_IFMT(kind), 'special file')}, not a regular file; "
+                               "only regular files are read as audio")
+
+
+def audio_info(path):
+    """``soundfile.info`` of a regular file (any name), or :class:`AudioError` naming it."""
+    check_regular(path)
+    try:
+        return sf.info(os.fsencode(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        raise AudioError(path, f"cannot be read as audio ({err})") from None
+
+
 class AudioReader:
     """A mixture file read in pieces: ``read(a, b) -> (2, b - a)`` float32 (mono duplicated).
 
@@ -227,17 +253,19 @@ class AudioReader:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise AudioError(self.path, "no such file")
-        if os.path.isdir(self.path):
-            raise AudioError(self.path, "is a directory, not an audio file")
+        check_regular(self.path)
         try:
-            self.file = sf.SoundFile(self.path)
+            self.file = sf.SoundFile(os.fsencode(self.path))  # bytes: names need not be UTF-8
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
             raise AudioError(self.path, f"cannot be read as audio ({err})") from None
         except OSError as err:
             raise AudioError(self.path, f"cannot be read ({err.strerror or err})") from None
         self.channels, self.sample_rate, self.frames = self.file.channels, self.file.samplerate, self.file.frames
+        try:
+            check_rate(self.sample_rate, self.path)
+        except AudioError:
+            self.close()
+            raise
         if self.channels > MAX_CHANNELS:
             self.close()
             raise AudioError(self.path, f"has {self.channels} channels; only mono or stereo is supported")
@@ -256,9 +284,7 @@ class AudioReader:
         x = self._decode(a, min(b, self.readable)) if a < self.readable else np.zeros((0, self.channels), np.float32)
         if x.shape[0] < b - a:  # past a damaged point: silence, so that the stems keep the announced length
             x = np.concatenate([x, np.zeros((b - a - x.shape[0], self.channels), np.float32)])
-        if not np.isfinite(x).all():
-            bad = a + int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-            raise AudioError(self.path, f"contains NaN or infinite samples (first at sample {bad})")
+        check_samples(x, self.path, a)
         return np.repeat(x.T, 2, axis=0) if x.shape[1] == 1 else x.T
 
     def _decode(self, a: int, b: int) -> np.ndarray:

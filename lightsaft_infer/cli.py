@@ -340,6 +340,13 @@ def main(argv=None) -> int:
             raise
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the file system's refusal (a name too long, a loop): the name and the reason
+        if args.debug:
+            raise
+        name = os.fsdecode(err.filename) if err.filename is not None else ""
+        name = name if len(name) <= 160 else f"{name[:80]}...{name[-60:]} ({len(name)} characters)"
+        print(f"{PROG}: error: {name + ': ' if name else ''}{(err.strerror or str(err)).lower()}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as err:
         print(f"{PROG}: {'terminated' if isinstance(err, Terminated) else 'interrupted'}; no partial stems were left",
               file=sys.stderr)  # fmt: skip

@@ -109,3 +109,10 @@ def write_problem(err: BaseException, path) -> str:
     if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < (1 << 20)):
         return "cannot be written: the disk is full" + ("" if free is None else f" ({free >> 10} kB free)")
     return f"cannot be written ({getattr(err, 'strerror', None) or err})"
+
+
+def check_writable(folder) -> None:
+    """Make ``folder`` and write a file in it, or raise :class:`OSError` (at once, not after the first song)."""
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test."):
+        pass

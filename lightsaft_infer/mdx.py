@@ -28,24 +28,36 @@ class TimeoutException(Exception):
 
 
 @contextlib.contextmanager
-def time_limit(seconds: int):
-    """Raise :class:`TimeoutException` in the main thread after ``seconds`` (SIGALRM)."""
+def time_limit(seconds: float):
+    """Raise :class:`TimeoutException` in the main thread after ``seconds`` (SIGALRM; fractions count)."""
 
     def handler(signum, frame):
         raise TimeoutException("Prediction timed out!")
 
     previous = signal.signal(signal.SIGALRM, handler)
-    signal.alarm(int(seconds))
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
     try:
         yield
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
-def per_song_timeout() -> int:
+def seconds_setting(name: str, default: str) -> float:
+    """A time limit from the environment: any positive number of seconds (``240``, ``2.5``), else one line."""
+    text = os.getenv(name, default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:  # NaN too
+        raise ValueError(f"{name}={text!r} is not a positive number of seconds")
+    return value
+
+
+def per_song_timeout() -> float:
     """The harness's per-song limit, ``INFERENCE_PER_MUSIC_TIMEOUT_SECONDS`` (default 240)."""
-    return int(os.getenv("INFERENCE_PER_MUSIC_TIMEOUT_SECONDS", "240"))
+    return seconds_setting("INFERENCE_PER_MUSIC_TIMEOUT_SECONDS", "240")
 
 
 def song_budget(duration: float) -> tuple[float, float]:
@@ -77,7 +89,7 @@ class MusicDemixingPredictor:
     def __init__(self):
         self.test_data_path = os.getenv("TEST_DATASET_PATH", os.getcwd() + "/data/test/")
         self.results_data_path = os.getenv("RESULTS_DATASET_PATH", os.getcwd() + "/data/results/")
-        self.inference_setup_timeout = int(os.getenv("INFERENCE_SETUP_TIMEOUT_SECONDS", "900"))
+        self.inference_setup_timeout = seconds_setting("INFERENCE_SETUP_TIMEOUT_SECONDS", "900")
         self.inference_per_music_timeout = per_song_timeout()
         self.partial_run = os.getenv("PARTIAL_RUN_MUSIC_NAMES", None)
         self.results = []
@@ -110,10 +122,10 @@ class MusicDemixingPredictor:
 
     def verify_results(self, music_name) -> bool:
         """Every stem exists and has the mixture's length, rate and channel count."""
-        import soundfile as sf
+        from .audio import audio_info
 
         try:
-            mixture = sf.info(self.get_music_file_location(music_name))
+            mixture = audio_info(self.get_music_file_location(music_name))  # never opens a FIFO
         except Exception:  # an unreadable mixture: only the stems' existence can be checked
             mixture = None
         for instrument in INSTRUMENTS:
@@ -123,7 +135,7 @@ class MusicDemixingPredictor:
                 return False
             if mixture is None:
                 continue
-            stem = sf.info(path)
+            stem = audio_info(path)
             if (stem.frames, stem.samplerate, stem.channels) != (mixture.frames, mixture.samplerate, mixture.channels):
                 print(f"{music_name}: {instrument}.wav is {stem.frames} frames, {stem.samplerate} Hz, "
                       f"{stem.channels} ch; the mixture is {mixture.frames}, {mixture.samplerate}, {mixture.channels}")

@@ -17,16 +17,16 @@ cheap fill, so that the stems are always written in time.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 
 import numpy as np
 
-from .audio import AudioReader, StemWriter, check_audio, check_space, resample, write_stems
+from .audio import AudioReader, StemWriter, check_audio, check_space
 from .backends import Backend, open_backend
 from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_for, window_batches
 from .deadline import DeadlineGuard
+from .resample import MAX_RATE, MIN_RATE, ResampledReader, ResampledWriter
 from .errors import WeightFileError
 from . import postfilter as postfilters
 from .stft import STFT
@@ -35,11 +35,10 @@ from .stft import STFT
 #: Seconds kept for closing and renaming the stem files after the last window: closing four float stems of
 #: 100 s took 0.08-0.24 s on 2 cores that a training run kept busy (each close flushes and rewrites a header).
 COMMIT_S = 0.4
-#: Resampling is timed on this many seconds of the song; whole-song estimates are multiplied by RESAMPLE_SAFETY
-#: (a whole song costs ~2x what the probe predicts: measured 1.2 s against 0.6 s for 300 s at 48 kHz).
-PROBE_S, RESAMPLE_SAFETY = 5, 2.5
-#: A disk speed to plan the final writes of resampled stems with (page-cache writes run at ~1 GB/s).
-WRITE_BYTES_PER_S = 100e6
+#: Seconds kept for the converter's last block when the song is not at the model's rate.
+FLUSH_S = 0.1
+#: Samples per block when a song is only filled.
+FILL_BLOCK = 1 << 18
 
 
 class Separator:
@@ -136,9 +135,12 @@ class Separator:
             t = time.perf_counter()
             self._run_batch(name, windows)
             self.costs[name] = (time.perf_counter() - t) / self.batch_size
-        t = time.perf_counter()
-        self._run_batch(None, windows)  # the fill: what a window costs without the network
-        self.costs["fill"] = (time.perf_counter() - t) / self.batch_size
+        fill = []
+        for _ in range(3):  # the fill: what a window costs without the network; the median, since a single
+            t = time.perf_counter()  # timing of a few milliseconds is easily a page fault's or a scheduler's
+            self._run_batch(None, windows)
+            fill.append((time.perf_counter() - t) / self.batch_size)
+        self.costs["fill"] = sorted(fill)[1]
         return dict(self.costs)
 
     def plan(self, samples: int):
@@ -157,8 +159,8 @@ class Separator:
         ``path`` picks ``"exact"`` or ``"fast"`` when there is no deadline.
         """
         audio = check_audio(audio)
-        if int(sample_rate) <= 0:
-            raise ValueError(f"sample_rate must be positive, not {sample_rate}")
+        if not MIN_RATE <= sample_rate <= MAX_RATE:
+            raise ValueError(f"sample_rate must be from {MIN_RATE} to {MAX_RATE} Hz, not {sample_rate}")
         if audio.shape[0] == 0:
             return {s: np.zeros((0, audio.shape[1]), np.float32) for s in self.sources}
         return self._separate_array(audio, int(sample_rate), progress, self._guard(deadline, path))
@@ -167,8 +169,8 @@ class Separator:
                       deadline: float | None = None, path: str = "exact") -> "FileResult":
         """Read ``mixture_path``, separate it, write ``{source: path}`` with the input's length, rate and channels.
 
-        At the model's sample rate the file is streamed (read and written
-        window by window); other rates are read whole and resampled. Stems are
+        The file is streamed (read and written window by window; other rates
+        than the model's are converted on the way, see :mod:`.resample`). Stems are
         written all-or-nothing. ``deadline`` (a ``time.perf_counter()``
         instant) turns on the guard: each window takes the most accurate path
         that still lets the rest finish in time, and when none can, the rest
@@ -184,70 +186,69 @@ class Separator:
         with AudioReader(mixture_path) as reader:
             rate, n, channels = reader.sample_rate, reader.frames, reader.channels
             check_space(stem_paths.values(), n, channels, subtype)
-            if rate != self.sample_rate:  # resampling needs the whole signal: read, separate, then write
-                stems = self._separate_array(reader.read(0, n)[:channels].T, rate, progress, guard)
+            index = {name: i for i, name in enumerate(self.sources)}
+            with StemWriter(stem_paths, rate, channels, subtype) as writer:
+
+                def write(block):  # (S, channels, m) -> each stem file, (m, channels)
+                    for name in stem_paths:
+                        writer.write(name, block[index[name]].T)
+
+                self._separate_stream(reader.read, n, rate, channels, write, guard, progress)
                 t1 = time.perf_counter()
-                write_stems({p: stems[name] for name, p in stem_paths.items()}, rate, subtype)
-            else:  # streamed: read and written window by window
-                index = {name: i for i, name in enumerate(self.sources)}
-                guard.reserve(COMMIT_S)
-                with StemWriter(stem_paths, rate, channels, subtype) as writer:
-
-                    def sink(block):  # (S, 2, m) -> each stem file, (m, channels)
-                        for name in stem_paths:
-                            piece = block[index[name]]
-                            writer.write(name, piece.mean(axis=0, keepdims=True).T if channels == 1 else piece.T)
-
-                    self._stream(reader.read, n, sink, guard, progress)
-                    t1 = time.perf_counter()
-                    writer.commit()
+                writer.commit()
             warnings = list(reader.warnings)
         t2 = time.perf_counter()
         return FileResult(os.fspath(mixture_path), n / rate, 0.0, t1 - t0, t2 - t1, dict(guard.used), warnings)
 
+    def fill_file(self, mixture_path, stem_paths: dict, subtype: str = "FLOAT") -> None:
+        """Write the mixture divided among the sources to each of ``{source: path}``, in blocks, all-or-nothing:
+        no network and no conversion, the estimate a song gets when no time is left at all."""
+        with AudioReader(mixture_path) as reader:
+            n, channels = reader.frames, reader.channels
+            with StemWriter(stem_paths, reader.sample_rate, channels, subtype, n) as writer:
+                for a in range(0, n, FILL_BLOCK):
+                    piece = reader.read(a, min(a + FILL_BLOCK, n))[:channels].T / len(self.sources)
+                    for name in stem_paths:
+                        writer.write(name, piece)
+                writer.commit()
+
     def _separate_array(self, audio: np.ndarray, rate: int, progress, guard) -> dict[str, np.ndarray]:
         """``audio (samples, channels)`` at ``rate`` -> stems in the same shape and rate."""
-        n_in, channels = audio.shape
-        if rate != self.sample_rate and math.isfinite(guard.deadline):
-            # Resampling the song in and its stems back is outside the windows: time it on a piece of
-            # this song, and when even that cannot finish, give the mixture divided among the sources at
-            # the song's own rate (no resampling at all).
-            probe = audio[: min(n_in, PROBE_S * rate)]
-            t = time.perf_counter()
-            resample(probe, rate, self.sample_rate)
-            per_sample = (time.perf_counter() - t) / max(len(probe), 1)
-            estimate = RESAMPLE_SAFETY * per_sample * n_in * (1 + len(self.sources)) + self._write_estimate(n_in, channels)
-            if guard.left() < estimate:
-                guard.used["fill"] = self.plan(int(n_in * self.sample_rate / rate)).n_windows
-                return {name: audio / len(self.sources) for name in self.sources}
-        t = time.perf_counter()
-        x = resample(audio, rate, self.sample_rate)
-        if rate != self.sample_rate:  # the stems go back the same way: keep their time aside
-            guard.reserve(RESAMPLE_SAFETY * len(self.sources) * (time.perf_counter() - t)
-                          + self._write_estimate(n_in, channels))  # fmt: skip
-        if channels == 1:
-            x = np.repeat(x, 2, axis=1)
-        x = np.ascontiguousarray(x.T)  # (2, samples)
-        stems = np.empty((len(self.sources), 2, x.shape[1]), np.float32)
+        n, channels = audio.shape
+        x = np.ascontiguousarray(audio.T)  # (channels, samples)
+        stems = np.empty((len(self.sources), channels, n), np.float32)
         done = 0
 
-        def sink(block):  # (S, 2, m), in track order
+        def read(a, b):  # (2, b - a): mono as dual-mono
+            return np.repeat(x[:, a:b], 2, axis=0) if channels == 1 else x[:, a:b]
+
+        def write(block):  # (S, channels, m), in track order
             nonlocal done
             stems[..., done : done + block.shape[-1]] = block
             done += block.shape[-1]
 
-        self._stream(x, x.shape[1], sink, guard, progress)
-        out = {}
-        for name, stem in zip(self.sources, stems):
-            stem = stem.T
-            if channels == 1:
-                stem = stem.mean(axis=1, keepdims=True)
-            out[name] = resample(stem, self.sample_rate, rate, length=n_in)  # a view when nothing changes
-        return out
+        self._separate_stream(read, n, rate, channels, write, guard, progress)
+        return {name: stem.T for name, stem in zip(self.sources, stems)}
 
-    def _write_estimate(self, frames: int, channels: int) -> float:
-        """Seconds to write four float stems of ``frames`` x ``channels``, at a pessimistic disk speed."""
-        return COMMIT_S + len(self.sources) * frames * channels * 4 / WRITE_BYTES_PER_S
+    def _separate_stream(self, read, n: int, rate: int, channels: int, write, guard: DeadlineGuard,
+                         progress=None) -> None:
+        """Separate ``n`` samples at ``rate`` given as ``read(a, b) -> (2, b - a)``; ``write`` gets ``(S,
+        channels, m)`` blocks at ``rate`` in order, ``n`` samples in all. Another rate than the model's is
+        converted in streaming blocks both ways (:mod:`.resample`), inside each window's measured cost."""
+        back = None
+        if rate != self.sample_rate:
+            read = ResampledReader(read, n, rate, self.sample_rate)
+            back = ResampledWriter(len(self.sources), channels, self.sample_rate, rate, n)
+        guard.reserve(COMMIT_S + (FLUSH_S if back else 0.0))
+
+        def sink(block):  # (S, 2, m) at the model's rate
+            if channels == 1:
+                block = block.mean(axis=1, keepdims=True)
+            write(back.push(block) if back else block)
+
+        self._stream(read, read.length if back else n, sink, guard, progress)
+        if back:
+            write(back.finish())
 
     def _guard(self, deadline, path: str) -> DeadlineGuard:
         """A guard that always answers ``path`` when there is no deadline."""
