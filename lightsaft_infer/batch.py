@@ -20,12 +20,14 @@ API, and songs are independent tasks that need nothing of Ray's actors or object
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import sys
 import time
 
 from .errors import LightsaftError
-from .files import remove_empty, remove_stale_parts
+from .files import _alive, check_writable, remove_empty, remove_stale_parts
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus")
 MANIFEST = "manifest.jsonl"
@@ -35,18 +37,41 @@ STEM_FORMAT = "wav"
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One song: ``source`` (absolute path), ``key`` (its path below the input root, ``/``-separated),
-    ``folder`` (its output folder below OUT)."""
+    ``folder`` (its output folder below OUT); ``error``: why it is refused without being read."""
 
     source: str
     key: str
     folder: str
+    error: str | None = None
 
 
-def find_jobs(roots, out) -> list[Job]:
-    """Every audio file under ``roots`` (files or folders), sorted, each with an output folder of its own."""
+def _identity(path):
+    """``(device, inode)`` of an existing path (symlinks followed), else None: a folder by identity, not spelling."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def find_jobs(roots, out, warnings: list | None = None) -> list[Job]:
+    """Every audio file under ``roots`` (files or folders), sorted, each with an output folder of its own.
+
+    The output folder is never entered, however it is reached (recognised by device and inode). Two files
+    whose output folders differ only in case are both refused (on a case-insensitive disk they would share
+    one); folders that cannot be read are named in ``warnings``."""
     out = os.path.abspath(os.fspath(out))
+    out_id = _identity(out)
+    # Song folders written before (the manifest's): when the output lies inside the tree they hold stems,
+    # not songs, whatever the path that reaches them.
+    written = {r["folder"] for r in Manifest(out).records.values()} if out_id is not None else set()
+    warnings = [] if warnings is None else warnings
     found = []  # (source, key)
     roots = [os.path.abspath(os.fspath(r)) for r in roots]
+
+    def unreadable(err):
+        warnings.append(f"{err.filename}: folder not read ({(err.strerror or str(err)).lower()}); its songs are not in this run")
+
     for root in roots:
         prefix = os.path.basename(root.rstrip(os.sep)) + "/" if len(roots) > 1 else ""
         if os.path.isfile(root):
@@ -54,8 +79,19 @@ def find_jobs(roots, out) -> list[Job]:
             continue
         if not os.path.isdir(root):
             raise LightsaftError(root, "no such file or folder")
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.abspath(os.path.join(folder, d)) != out)
+        below_out = {root: "" if out_id is not None and _identity(root) == out_id else None}
+        for folder, dirs, files in os.walk(root, onerror=unreadable):
+            keep = []
+            for d in sorted(dirs):
+                path, rel = os.path.join(folder, d), below_out.get(folder)
+                rel = None if rel is None else f"{rel}{d}"
+                if d.startswith(".") or rel in written:
+                    continue  # hidden, or a song folder this batch wrote (the output is inside the tree)
+                if out_id is not None and _identity(path) == out_id:
+                    continue  # the output folder below the input, however it is reached: never entered
+                below_out[path] = None if rel is None else f"{rel}/"
+                keep.append(d)
+            dirs[:] = keep
             audio = [n for n in sorted(files) if os.path.splitext(n)[1].lower() in AUDIO_EXTENSIONS and not n.startswith(".")]
             mixtures = [n for n in audio if os.path.splitext(n)[0] == "mixture"]
             for name in mixtures or audio:  # MUSDB layout: beside a mixture, the other files are its stems
@@ -70,45 +106,104 @@ def find_jobs(roots, out) -> list[Job]:
         return head if stem == "mixture" and head else os.path.join(head, stem).replace(os.sep, "/")
 
     plain = [folder_of(key, False) for _, key in found]
-    jobs, taken = [], {}
-    for (source, key), folder in zip(found, plain):
-        if plain.count(folder) > 1:  # song.wav beside song.flac: both keep their extension
-            folder = folder_of(key, True)
-        if folder.lower() in taken:
-            raise LightsaftError(source, f"would be written to {folder}/, like {taken[folder.lower()]}")
-        taken[folder.lower()] = source
-        jobs.append(Job(source, key, folder))
+    folders = [folder_of(key, True) if plain.count(folder) > 1 else folder  # song.wav beside song.flac
+               for (_, key), folder in zip(found, plain)]  # fmt: skip
+    by_case: dict = {}
+    for (source, _), folder in zip(found, folders):
+        by_case.setdefault(folder.lower(), []).append(source)
+    jobs = []
+    for (source, key), folder in zip(found, folders):
+        alike = [other for other in by_case[folder.lower()] if other != source]
+        error = f"{source}: would be written to {folder}/, like {alike[0]} (names differing only in case)" if alike else None
+        jobs.append(Job(source, key, folder, error))
     return jobs
 
 
+def input_identity(path) -> dict:
+    """What tells a changed input from the one separated: size and modification time."""
+    st = os.stat(path)
+    return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
+
+
 class Manifest:
-    """``OUT/manifest.jsonl``: one JSON record per finished or failed song; the last one for a song counts."""
+    """``OUT/manifest.jsonl``: one JSON record per finished or failed song; the last one for a song counts.
+
+    Damaged lines (cut by a power loss, edited by hand, not UTF-8) are skipped and named in ``warnings``;
+    they never stop a run or a report."""
 
     def __init__(self, out):
         self.path = os.path.join(os.fspath(out), MANIFEST)
         self.records: dict = {}
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by kill -9: that song was in flight
-                    if isinstance(record, dict) and "key" in record:
-                        self.records[record["key"]] = record
+        self.warnings: list[str] = []
+        self.reload()
+
+    def reload(self) -> None:
+        self.records, self.warnings = {}, []
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise LightsaftError(self.path, f"cannot be read ({(err.strerror or str(err)).lower()})") from None
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            problem = None
+            try:
+                record = json.loads(raw.decode("utf-8"))
+                problem = _record_problem(record)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                problem = "not a JSON record (cut or damaged)"
+            if problem:
+                self.warnings.append(f"{self.path}: line {number} skipped: {problem}")
+                continue
+            self.records[record["key"]] = record
 
     def append(self, record: dict) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        with open(self.path, "ab+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell():  # a line cut by a power loss must not swallow this record
+                f.seek(-1, os.SEEK_END)
+                cut = f.read(1) != b"\n"
+                f.seek(0, os.SEEK_END)
+                if cut:
+                    f.write(b"\n")
+            f.write(json.dumps(record, sort_keys=True).encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
         self.records[record["key"]] = record
 
     def done(self, job: Job, out, stems) -> bool:
+        """The song's last record is ``done`` for this very input, and its stems are all there, whole."""
         record = self.records.get(job.key)
-        return (record is not None and record.get("state") == "done" and record.get("folder") == job.folder
-                and all(os.path.isfile(os.path.join(out, job.folder, f"{s}.{STEM_FORMAT}")) for s in stems))  # fmt: skip
+        if record is None or record.get("state") != "done" or record.get("folder") != job.folder:
+            return False
+        try:
+            if {k: record.get(k) for k in ("input_size", "input_mtime_ns")} != input_identity(job.source):
+                return False  # the input changed since (or the record predates this check)
+            from .audio import audio_info
+
+            frames = audio_info(job.source).frames
+            return all(audio_info(os.path.join(out, job.folder, f"{s}.{STEM_FORMAT}")).frames == frames for s in stems)
+        except (OSError, LightsaftError):
+            return False  # a stem missing, unreadable or cut
+
+
+#: Types of the record fields that are read back; anything else in a line makes it damaged.
+_FIELDS = {"key": str, "folder": str, "source": str, "state": str}
+
+
+def _record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for name, kind in _FIELDS.items():
+        if not isinstance(record.get(name), kind):
+            return f"field {name!r} missing or not a {kind.__name__}"
+    if record["state"] not in ("done", "failed"):
+        return f"unknown state {record['state'][:40]!r}"
+    return None
 
 
 # -- the work of one song, in this process or in a Dask worker --------------------------------------
@@ -127,21 +222,94 @@ def _separator(options: dict):
     return _SEPARATORS[key]
 
 
-def separate_job(job: Job, out: str, options: dict, progress=None) -> dict:
-    """Separate one song into ``OUT/<job.folder>/``; the manifest record (never raises for bad input)."""
-    start = time.perf_counter()
-    record = {"key": job.key, "source": job.source, "folder": job.folder, "host": os.uname().nodename,
-              "pid": os.getpid(), "finished": None}  # fmt: skip
+CLAIMS = ".claims"
+#: A claim from another host older than this is taken to be a dead run's (a song takes minutes, not hours).
+CLAIM_STALE_S = 6 * 3600
+HOST = os.uname().nodename
+
+
+def _claim_path(out, job: Job) -> str:
+    return os.path.join(out, CLAIMS, hashlib.sha1(job.key.encode("utf-8", "surrogateescape")).hexdigest())
+
+
+def _claim_stale(path) -> bool:
     try:
-        sep = _separator(options)
-        paths = {s: os.path.join(out, job.folder, f"{s}.{STEM_FORMAT}") for s in sep.sources}
-        result = sep.separate_file(job.source, paths, progress=progress)
-        record.update(state="done", duration_s=round(result.duration, 3), seconds=round(result.wall, 3),
-                      rtf=round(result.rtf, 4), windows=result.windows, warnings=result.warnings)  # fmt: skip
-    except LightsaftError as err:
-        record.update(state="failed", error=str(err), seconds=round(time.perf_counter() - start, 3))
-    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    return record
+        age = time.time() - os.stat(path).st_mtime
+        with open(path, encoding="utf-8", errors="replace") as f:
+            holder = json.loads(f.read(4096))
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return age > 60 if "age" in locals() else True  # being written just now, or damaged
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+        return age > 60
+    if holder.get("host") == HOST:
+        return not _alive(holder["pid"])
+    return age > CLAIM_STALE_S
+
+
+def claim(out, job: Job) -> bool:
+    """Take the song for this process (``OUT/.claims/<hash of its key>``, created exclusively), or False when
+    a live process holds it: two runs on one output, on one machine or several, never separate a song twice."""
+    path = _claim_path(out, job)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _claim_stale(path):
+                return False
+            try:
+                os.unlink(path)  # a dead run's claim
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"host": HOST, "pid": os.getpid(), "key": job.key}))
+        return True
+    return False
+
+
+def release(out, job: Job) -> None:
+    try:
+        os.unlink(_claim_path(out, job))
+    except FileNotFoundError:
+        pass
+
+
+def separate_job(job: Job, out: str, options: dict, progress=None) -> dict:
+    """Separate one song into ``OUT/<job.folder>/`` unless another run holds it or has done it; append its
+    record to the manifest and return it (``state`` ``busy`` / ``skipped``: nothing was done or written).
+    Never raises for bad input."""
+    from .config import SOURCES
+
+    start = time.perf_counter()
+    record = {"key": job.key, "source": job.source, "folder": job.folder, "host": HOST,
+              "pid": os.getpid(), "finished": None}  # fmt: skip
+    if not claim(out, job):
+        return {**record, "state": "busy"}
+    try:
+        manifest = Manifest(out)  # read now: another run may have finished the song since this one started
+        if manifest.done(job, out, SOURCES):
+            return {**record, "state": "skipped"}
+        try:
+            identity = input_identity(job.source)
+            sep = _separator(options)
+            paths = {s: os.path.join(out, job.folder, f"{s}.{STEM_FORMAT}") for s in sep.sources}
+            result = sep.separate_file(job.source, paths, progress=progress)
+            record.update(state="done", duration_s=round(result.duration, 3), seconds=round(result.wall, 3),
+                          rtf=round(result.rtf, 4), windows=result.windows, warnings=result.warnings,
+                          **identity)  # fmt: skip
+        except LightsaftError as err:
+            record.update(state="failed", error=str(err), seconds=round(time.perf_counter() - start, 3))
+        except OSError as err:
+            record.update(state="failed", error=f"{job.source}: cannot be read ({(err.strerror or str(err)).lower()})",
+                          seconds=round(time.perf_counter() - start, 3))  # fmt: skip
+        record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        manifest.append(record)  # before the claim goes: no gap in which another run could take the song
+        return record
+    finally:
+        release(out, job)
 
 
 def _sweep(out, jobs) -> None:
@@ -167,23 +335,40 @@ def run_batch(roots, out, options: dict | None = None, workers: int | None = Non
 
     out = os.path.abspath(os.fspath(out))
     options = dict(options or {})
-    jobs = find_jobs(roots, out)
+    warnings: list = []
+    jobs = find_jobs(roots, out, warnings)
+    try:
+        check_writable(out)
+    except OSError as err:
+        raise LightsaftError(out, f"cannot be written ({(err.strerror or str(err)).lower()}); the output folder "
+                                  "must be writable by this user") from None
     manifest = Manifest(out)
-    todo = [j for j in jobs if not manifest.done(j, out, SOURCES)]
+    for warning in warnings + manifest.warnings:
+        print(f"lightsaft-infer: warning: {warning}", file=sys.stderr)
+    refused = [j for j in jobs if j.error]
+    todo = [j for j in jobs if not j.error and not manifest.done(j, out, SOURCES)]
     _sweep(out, todo)
-    counts = {"done": 0, "skipped": len(jobs) - len(todo), "failed": 0, "jobs": len(jobs)}
+    counts = {"done": 0, "skipped": len(jobs) - len(todo) - len(refused), "failed": 0, "busy": 0, "jobs": len(jobs),
+              "not read": len(warnings)}  # fmt: skip
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), unit="song", desc="songs", disable=quiet, position=0)
 
     def finished(record):
-        manifest.append(record)
-        counts["done" if record["state"] == "done" else "failed"] += 1
-        if record["state"] == "failed":
-            bar.write(f"lightsaft-infer: error: {record['error']}")
+        state = record["state"]
+        counts[{"done": "done", "busy": "busy", "skipped": "skipped"}.get(state, "failed")] += 1
+        if state == "failed":
+            bar.write(f"lightsaft-infer: error: {record['error']}", file=sys.stderr)  # not stdout, tqdm's default
         for warning in record.get("warnings", ()):
-            bar.write(f"lightsaft-infer: warning: {warning}")
+            bar.write(f"lightsaft-infer: warning: {warning}", file=sys.stderr)
         bar.update(1)
+
+    for job in refused:  # names that would collide: those two refused, the rest of the batch goes on
+        record = {"key": job.key, "source": job.source, "folder": job.folder, "state": "failed", "error": job.error,
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        manifest.append(record)
+        counts["failed"] += 1
+        print(f"lightsaft-infer: error: {job.error}", file=sys.stderr)
 
     try:
         if workers is None and scheduler is None:
@@ -193,8 +378,10 @@ def run_batch(roots, out, options: dict | None = None, workers: int | None = Non
     finally:
         bar.close()
         _sweep(out, todo)  # an interrupted run leaves no partial file and no empty folder
-    printer(f"{counts['done']} done, {counts['skipped']} skipped (done before), {counts['failed']} failed "
-            f"of {counts['jobs']} songs -> {out}")  # fmt: skip
+    busy = f", {counts['busy']} in progress in another run" if counts["busy"] else ""
+    unread = f"; {counts['not read']} folder{'s' * (counts['not read'] != 1)} not read" if counts["not read"] else ""
+    printer(f"{counts['done']} done, {counts['skipped']} skipped (done before), {counts['failed']} failed{busy} "
+            f"of {counts['jobs']} songs -> {out}{unread}")  # fmt: skip
     return counts
 
 
@@ -236,9 +423,11 @@ def _run_dask(todo, out, options, finished, workers, scheduler) -> None:
                 finished(future.result())
             except Exception as err:  # a song that killed its workers more often than retries allow
                 job = todo[futures.index(future)]
-                finished({"key": job.key, "source": job.source, "folder": job.folder, "state": "failed",
+                record = {"key": job.key, "source": job.source, "folder": job.folder, "state": "failed",
                           "error": f"{job.source}: its worker died ({type(err).__name__}: {err})",
-                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
+                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+                Manifest(out).append(record)
+                finished(record)
     finally:
         client.close()
         if cluster is not None:
