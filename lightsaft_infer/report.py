@@ -20,12 +20,16 @@ import html
 import json
 import os
 import shutil
+import sys
+from urllib.parse import quote
 
 import numpy as np
 
-from .batch import STEM_FORMAT, Manifest
+from .audio import audio_info
+from .batch import MANIFEST, STEM_FORMAT, Manifest, input_identity
 from .config import SOURCES
-from .mdx import mdx_sdr, reference_stem
+from .errors import LightsaftError
+from .mdx import reference_stem
 
 # Marks every <audio>/<img> as loaded or failed and writes the count into <body data-media="...">.
 _CHECK = """<script>
@@ -52,27 +56,63 @@ _STYLE = """<style>
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse}
 td,th{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left;vertical-align:middle} th{background:#f4f4f4}
 .track{display:grid;grid-template-columns:10em 320px 1fr;gap:.4em 1em;align-items:center;margin:.4em 0}
-.track img{width:100%;max-width:640px;height:90px;image-rendering:pixelated;border:1px solid #ccc} .muted{color:#777}
+.track img{width:100%;max-width:640px;height:90px;image-rendering:pixelated;border:1px solid #ccc} .muted{color:#777} .bad{color:#b00}
 </style>"""
 
 
-def spectrogram_png(audio: np.ndarray, rate: int, path, n_fft: int = 2048) -> None:
-    """A log-magnitude spectrogram of ``audio (samples, channels)`` as a small PNG (no axes)."""
+#: Frames per block when levels and SDR are summed over a file: memory stays flat for any length.
+BLOCK = 1 << 18
+#: Columns of a spectrogram image, whatever the song's length.
+COLUMNS = 1200
+
+
+def _attr(value) -> str:
+    """Text for HTML text or a quoted attribute value (quotes escaped too)."""
+    return html.escape(str(value), quote=True)
+
+
+def _href(*parts) -> str:
+    """A relative URL of path ``parts``, percent-encoded (``#``, ``?``, ``%`` in names), escaped for an attribute."""
+    return _attr("/".join(quote(p, safe="") for part in parts for p in str(part).split("/")))
+
+
+def spectrogram_png(path, out_png, n_fft: int = 2048) -> None:
+    """A log-magnitude spectrogram of the audio file ``path`` as a small PNG (no axes), read one column's
+    samples at a time: at most ``COLUMNS`` columns and flat memory for any length."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import soundfile as sf
 
-    x = audio.mean(axis=1) if audio.ndim == 2 else audio
-    hop = max(n_fft // 4, len(x) // 1200)  # at most ~1200 columns, whatever the length
-    frames = max(1, 1 + (len(x) - n_fft) // hop)
-    if len(x) < n_fft:
-        x = np.pad(x, (0, n_fft - len(x)))
-    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
-    spec = np.abs(np.fft.rfft(x[index] * np.hanning(n_fft), axis=1)).T  # (bins, frames)
+    with sf.SoundFile(os.fsencode(path)) as f:
+        n = f.frames
+        hop = max(n_fft // 4, -(-n // COLUMNS))
+        columns = max(1, 1 + (n - n_fft) // hop) if n >= n_fft else 1
+        window = np.hanning(n_fft)
+        spec = np.empty((n_fft // 2 + 1, columns), np.float32)
+        for c in range(columns):
+            f.seek(c * hop)
+            x = f.read(n_fft, dtype="float32", always_2d=True).mean(axis=1)
+            spec[:, c] = np.abs(np.fft.rfft(np.pad(x, (0, n_fft - len(x))) * window))
     bins = np.unique(np.geomspace(1, spec.shape[0] - 1, 160).astype(int))  # log-frequency rows
     db = 20 * np.log10(spec[bins] + 1e-6)
-    plt.imsave(path, np.clip(db, db.max() - 80, None), cmap="magma", origin="lower")
+    plt.imsave(out_png, np.clip(db, db.max() - 80, None), cmap="magma", origin="lower")
+
+
+def file_sdr(reference, estimate) -> float:
+    """The challenge's SDR between two files of one length, summed block by block (flat memory)."""
+    import soundfile as sf
+
+    num = den = 0.0
+    with sf.SoundFile(os.fsencode(reference)) as r, sf.SoundFile(os.fsencode(estimate)) as e:
+        while True:
+            s, s_hat = r.read(BLOCK, dtype="float64", always_2d=True), e.read(BLOCK, dtype="float64", always_2d=True)
+            if not len(s):
+                break
+            num += float(np.sum(s**2))
+            den += float(np.sum((s - s_hat) ** 2))
+    return float(10.0 * np.log10((num + 1e-7) / (den + 1e-7)))
 
 
 def _link_or_copy(src, dst) -> None:
@@ -84,73 +124,139 @@ def _link_or_copy(src, dst) -> None:
         shutil.copyfile(src, dst)
 
 
-def _song_page(out: str, record: dict) -> dict:
-    """Write ``OUT/<folder>/index.html``; return the index row's values."""
-    import soundfile as sf
+def song_folder(out: str, record: dict) -> str | None:
+    """``OUT/<folder>`` for a manifest record, or None when the record points anywhere but a folder inside OUT
+    (an absolute path, ``..``, a symlink out): the report writes only below its output folder."""
+    folder = record["folder"]
+    parts = folder.replace("\\", "/").split("/")
+    if not folder or os.path.isabs(folder) or any(p in ("", ".", "..") for p in parts):
+        return None
+    path = os.path.join(out, *parts)
+    real_out = os.path.realpath(out)
+    if os.path.commonpath([os.path.realpath(path), real_out]) != real_out:
+        return None
+    return path
 
-    folder = os.path.join(out, record["folder"])
+
+def _mixture(record: dict):
+    """The input the batch read, if it is still that file: a regular audio file of the recorded size and time.
+    A hand-edited ``source`` (``/etc/passwd``) is never linked in."""
+    source = record.get("source")
+    if not isinstance(source, str):
+        return None
+    try:
+        if {k: record.get(k) for k in ("input_size", "input_mtime_ns")} != input_identity(source):
+            return None
+        return source, audio_info(source)
+    except (OSError, LightsaftError):
+        return None
+
+
+def _song_page(out: str, folder: str, record: dict) -> dict:
+    """Write ``OUT/<folder>/index.html``; return the index row's values (``missing``: stems not usable)."""
     os.makedirs(os.path.join(folder, "spectrograms"), exist_ok=True)
-    source = record["source"]
-    ext = os.path.splitext(source)[1].lower() or ".wav"
-    tracks = []  # (label, file relative to the song folder, audio)
-    if os.path.isfile(source):
-        _link_or_copy(source, os.path.join(folder, "mixture" + ext))
-        tracks.append(("mixture", "mixture" + ext, sf.read(source, dtype="float32", always_2d=True)))
-    refs_dir = os.path.dirname(source) if os.path.splitext(os.path.basename(source))[0] == "mixture" else None
-    sdr = {}
+    tracks, missing, sdr = [], [], {}  # tracks: (label, file name in the song folder, its path)
+    mixture = _mixture(record)
+    if mixture is not None:
+        source, info = mixture
+        name = "mixture" + (os.path.splitext(source)[1].lower() or ".wav")
+        _link_or_copy(source, os.path.join(folder, name))
+        tracks.append(("mixture", name, source))
+    frames = mixture[1].frames if mixture is not None else None
+    refs_dir = os.path.dirname(mixture[0]) if mixture and os.path.splitext(os.path.basename(mixture[0]))[0] == "mixture" else None
     for stem in SOURCES:
-        audio = sf.read(os.path.join(folder, f"{stem}.{STEM_FORMAT}"), dtype="float32", always_2d=True)
-        tracks.append((stem, f"{stem}.{STEM_FORMAT}", audio))
+        name = f"{stem}.{STEM_FORMAT}"
+        path = os.path.join(folder, name)
+        try:
+            length = audio_info(path).frames
+        except LightsaftError:
+            missing.append(f"{stem} missing or unreadable")
+            continue
+        if frames is not None and length != frames:
+            missing.append(f"{stem} is {length} samples, the mixture {frames}")
+            continue
+        tracks.append((stem, name, path))
         ref_path = reference_stem(refs_dir, stem) if refs_dir else None
         if ref_path is not None:
             ref_name = f"reference-{stem}{os.path.splitext(ref_path)[1]}"
             _link_or_copy(ref_path, os.path.join(folder, ref_name))
-            ref = sf.read(ref_path, dtype="float32", always_2d=True)
-            tracks.append((f"reference {stem}", ref_name, ref))
-            if ref[0].shape == audio[0].shape:
-                sdr[stem] = mdx_sdr(ref[0], audio[0])
+            tracks.append((f"reference {stem}", ref_name, ref_path))
+            try:
+                if audio_info(ref_path).frames == length:
+                    sdr[stem] = file_sdr(ref_path, path)
+            except LightsaftError:
+                pass
     rows = []
-    for label, name, (audio, rate) in tracks:
+    for label, name, path in tracks:
         png = f"spectrograms/{label.replace(' ', '-')}.png"
-        spectrogram_png(audio, rate, os.path.join(folder, png))
+        spectrogram_png(path, os.path.join(folder, png))
         stem = label.split()[-1]
         score = f"MDX SDR {sdr[stem]:.2f} dB" if label in sdr else ""  # on the stem, not on its reference
-        rows.append(f'<div class="track"><div><b>{html.escape(label)}</b><br><span class="muted">{score}</span></div>'
-                    f'<audio controls preload="metadata" src="{html.escape(name)}"></audio>'
-                    f'<img src="{html.escape(png)}" alt="{html.escape(label)} spectrogram"></div>')  # fmt: skip
+        rows.append(f'<div class="track"><div><b>{_attr(label)}</b><br><span class="muted">{score}</span></div>'
+                    f'<audio controls preload="metadata" src="{_href(name)}"></audio>'
+                    f'<img src="{_href(png)}" alt="{_attr(label)} spectrogram"></div>')  # fmt: skip
     mean = float(np.mean(list(sdr.values()))) if len(sdr) == len(SOURCES) else None
-    windows = ", ".join(f"{k} {v}" for k, v in (record.get("windows") or {}).items())
-    title = html.escape(record["folder"])
+    windows = _windows(record)
+    title = _attr(record["folder"])
+    incomplete = f"<p class='bad'>incomplete: {_attr('; '.join(missing))}</p>" if missing else ""
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>{_STYLE}"
             f"</head><body><p><a href='{'../' * (record['folder'].count('/') + 1)}index.html'>all songs</a></p>"
-            f"<h1>{title}</h1><p>{html.escape(record['key'])}: {record.get('duration_s', 0):.1f} s of audio separated in "
-            f"{record.get('seconds', 0):.1f} s (RTF {record.get('rtf', 0):.2f}; windows: {html.escape(windows)})"
+            f"<h1>{title}</h1><p>{_attr(record['key'])}: {_number(record, 'duration_s'):.1f} s of audio separated in "
+            f"{_number(record, 'seconds'):.1f} s (RTF {_number(record, 'rtf'):.2f}; windows: {_attr(windows)})"
             + (f"; mean MDX SDR {mean:.2f} dB" if mean is not None else "")
-            + f" · <span id='media' class='muted'></span></p>{''.join(rows)}{_CHECK}</body></html>")  # fmt: skip
+            + f" · <span id='media' class='muted'></span></p>{incomplete}{''.join(rows)}{_CHECK}</body></html>")  # fmt: skip
     with open(os.path.join(folder, "index.html"), "w", encoding="utf-8") as f:
         f.write(page)
-    return {"sdr": sdr, "mean": mean, "windows": windows}
+    return {"sdr": sdr, "mean": mean, "windows": windows, "missing": missing}
 
 
-def write_report(out, bench_json=None) -> str:
-    """Write the report for the batch in ``out``; return the index page's path."""
+def _number(record: dict, key: str) -> float:
+    value = record.get(key)
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else 0.0
+
+
+def _windows(record: dict) -> str:
+    windows = record.get("windows")
+    if not isinstance(windows, dict):
+        return ""
+    return ", ".join(f"{k} {v}" for k, v in windows.items())
+
+
+def write_report(out, bench_json=None, warn=None) -> str:
+    """Write the report for the batch in ``out``; return the index page's path. ``warn`` gets one line per
+    song that could not be shown whole (and per damaged manifest line); default: stderr."""
+    warn = warn or (lambda line: print(f"lightsaft-infer: warning: {line}", file=sys.stderr))
     out = os.path.abspath(os.fspath(out))
-    records = [r for r in Manifest(out).records.values() if r.get("state") == "done"]
-    records.sort(key=lambda r: r["key"])
-    rows = []
+    if not os.path.isdir(out):
+        raise LightsaftError(out, "no such folder")
+    manifest = Manifest(out)
+    if not os.path.isfile(manifest.path):
+        raise LightsaftError(out, f"holds no {MANIFEST}: not a batch's output folder (run lightsaft-infer batch first)")
+    for line in manifest.warnings:
+        warn(line)
+    records = sorted((r for r in manifest.records.values() if r.get("state") == "done"), key=lambda r: r["key"])
+    rows, shown = [], 0
     for record in records:
-        info = _song_page(out, record)
-        cells = [(html.escape(record["key"]), record["key"]), (f"{record.get('duration_s', 0):.1f}", record.get("duration_s", 0)),
-                 (f"{record.get('seconds', 0):.1f}", record.get("seconds", 0)), (f"{record.get('rtf', 0):.3f}", record.get("rtf", 0)),
-                 (html.escape(info["windows"]), info["windows"])]  # fmt: skip
+        folder = song_folder(out, record)
+        if folder is None:
+            warn(f"{manifest.path}: {record['key']}: its folder {record['folder']!r} is outside {out}; not shown")
+            continue
+        info = _song_page(out, folder, record)
+        shown += 1
+        if info["missing"]:
+            warn(f"{folder}: incomplete: {'; '.join(info['missing'])}")
+        cells = [(f"{_number(record, 'duration_s'):.1f}", _number(record, "duration_s")),
+                 (f"{_number(record, 'seconds'):.1f}", _number(record, "seconds")),
+                 (f"{_number(record, 'rtf'):.3f}", _number(record, "rtf")), (info["windows"], info["windows"])]  # fmt: skip
         for stem in SOURCES:
             value = info["sdr"].get(stem)
             cells.append(("–" if value is None else f"{value:.2f}", "" if value is None else value))
         cells.append(("–" if info["mean"] is None else f"{info['mean']:.2f}", "" if info["mean"] is None else info["mean"]))
-        first = f"<a href='{html.escape(record['folder'])}/index.html'>{cells[0][0]}</a>"
-        tds = [f"<td>{first}</td>"] + [f"<td data-v='{v}'>{c}</td>" for c, v in cells[1:]]
+        state = f" <span class='bad'>(incomplete: {_attr('; '.join(info['missing']))})</span>" if info["missing"] else ""
+        first = f"<a href='{_href(record['folder'], 'index.html')}'>{_attr(record['key'])}</a>{state}"
+        tds = [f"<td data-v='{_attr(record['key'])}'>{first}</td>"] + [f"<td data-v='{_attr(v)}'>{_attr(c)}</td>" for c, v in cells]
         rows.append("<tr>" + "".join(tds) + "</tr>")
-    failed = [r for r in Manifest(out).records.values() if r.get("state") == "failed"]
+    failed = [r for r in manifest.records.values() if r.get("state") == "failed"]
     plot = ""
     if bench_json:
         from .bench import plot as bench_plot
@@ -159,8 +265,8 @@ def write_report(out, bench_json=None) -> str:
             bench_plot(json.load(f), os.path.join(out, "bench.png"))
         plot = "<h2>Benchmark</h2><img src='bench.png' alt='benchmark plot' style='max-width:800px'>"
     head = ["song", "audio s", "time s", "RTF", "windows"] + [f"{s} SDR" for s in SOURCES] + ["mean SDR"]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>lightsaft-infer: {len(records)} songs</title>"
-            f"{_STYLE}</head><body><h1>{len(records)} song{'s' * (len(records) != 1)} separated</h1><p class='muted'>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>lightsaft-infer: {shown} songs</title>"
+            f"{_STYLE}</head><body><h1>{shown} song{'s' * (shown != 1)} separated</h1><p class='muted'>"
             f"{len(failed)} failed · click a column to sort · <span id='media'></span></p>"
             f"<table><thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead><tbody>{''.join(rows)}</tbody>"
             f"</table>{plot}{_SORT}{_CHECK}</body></html>")  # fmt: skip
