@@ -48,6 +48,7 @@ from lightsaft_infer.errors import LightsaftError
 from lightsaft_infer.files import check_writable as writable
 from lightsaft_infer.mdx import ROUND2_FACTOR, per_song_timeout
 from lightsaft_infer.separator import Separator
+from lightsaft_infer.signals import leave
 
 #: Kept free before the harness's alarm: the harness's own work around the call, and process jitter.
 #: The guard keeps its own time for the final writes and plans every window against the real clock.
@@ -205,7 +206,7 @@ class LightSAFTPredictor(MusicDemixingPredictor):
                 written = f"; wrote silent stems ({info.frames} samples) so that the other songs are still scored"
             except Exception as write_err:  # e.g. a full disk: say so, and go on with the next song
                 written = f"; could not write silent stems either ({write_err})"
-        if not written:  # the harness made the song's folder: leave no empty one behind
+        if not written.startswith("; wrote"):  # the harness made the song's folder: leave no empty one behind
             try:
                 os.rmdir(os.path.dirname(paths["vocals"]))
             except OSError:
@@ -235,4 +236,8 @@ if __name__ == "__main__":
         predictor = LightSAFTPredictor()
     except ValueError as err:  # e.g. a time limit that is not a number
         raise SystemExit(f"predict.py: error: {err}") from None
-    predictor.run()
+    try:
+        predictor.run()
+    except SystemExit as stop:  # SIGTERM: the stems being written are gone; a window may still be running
+        leave(stop.code if isinstance(stop.code, int) else 1)
+        raise

@@ -350,7 +350,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as err:
         print(f"{PROG}: {'terminated' if isinstance(err, Terminated) else 'interrupted'}; no partial stems were left",
               file=sys.stderr)  # fmt: skip
-        return 143 if isinstance(err, Terminated) else 130
+        code = 143 if isinstance(err, Terminated) else 130
+        from .signals import leave
+
+        leave(code)  # a window still running beside us: end now, not after it
+        return code
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from .backends import Backend, open_backend
 from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_for, window_batches
 from .deadline import DeadlineGuard
 from .resample import MAX_RATE, MIN_RATE, ResampledReader, ResampledWriter
+from .signals import interruptible
 from .errors import WeightFileError
 from . import postfilter as postfilters
 from .stft import STFT
@@ -267,7 +268,7 @@ class Separator:
         if name is None:
             return np.repeat(windows[:, None] / len(self.sources), len(self.sources), axis=1)
         spec = self.stft.analyse(windows)  # (b, 4, T, F)
-        out = self.paths[name](spec)
+        out = interruptible(self.paths[name], spec)  # SIGTERM is answered during the window, not after it
         if not np.isfinite(out).all():  # NaN stems are an error, never a result
             raise WeightFileError(getattr(self.paths[name], "path", None),
                                   "the model produced NaN or infinite values; its weights are unusable")

@@ -4,6 +4,7 @@ and every other bad input is one line (docs/robustness.md lists each promise wit
 import importlib.util
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -262,3 +263,48 @@ def test_a_name_that_is_not_utf8_is_separated(tmp_path, small_weights):
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     (folder,) = os.listdir(os.fsencode(tmp_path / "out"))
     assert sorted(os.listdir(os.path.join(os.fsencode(tmp_path / "out"), folder))) == sorted(f"{s}.wav".encode() for s in STEMS)
+
+
+def _flac_claiming(path, frames):
+    """A small FLAC whose STREAMINFO claims ``frames`` samples (36 bits)."""
+    sf.write(path, _song(0.5), SR, format="FLAC")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"
+    field = int.from_bytes(data[18:26], "big")
+    data[18:26] = ((field & ~((1 << 36) - 1)) | frames).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+
+
+def test_a_flac_claiming_2_to_the_36_samples_leaves_no_empty_folder(tmp_path, small_weights):
+    for name in ("a-huge", "b-song"):
+        (tmp_path / "test" / name).mkdir(parents=True)
+    _flac_claiming(tmp_path / "test" / "a-huge" / "mixture.wav", (1 << 36) - 1)
+    sf.write(tmp_path / "test" / "b-song" / "mixture.wav", _song(1.0), SR)
+    proc = _predict(tmp_path, small_weights.with_suffix(".onnx"), {"LIGHTSAFT_FAST": "none"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = [l for l in proc.stderr.splitlines() if "a-huge" in l and "error" in l][0]
+    assert "disk space" in line, line
+    assert not (tmp_path / "results" / "a-huge").exists()
+    assert sorted(os.listdir(tmp_path / "results" / "b-song")) == sorted(f"{s}.wav" for s in STEMS)
+
+
+def test_sigterm_is_answered_within_a_second_even_mid_window(tmp_path, small_weights):
+    """A window of the MDX network takes ~2 s here: the process must not wait for it to end."""
+    song = tmp_path / "long.wav"
+    sf.write(song, _song(60), SR)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "lightsaft_infer.cli", "separate", str(song), "-o", str(out), "-w",
+                             str(small_weights.with_suffix(".onnx")), "-q"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 60
+    while not (out / "long").is_dir() or not os.listdir(out / "long"):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(0.3)  # inside the first windows
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    took = time.perf_counter() - sent
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err, err
+    assert took < 1.0, f"{took:.2f} s to exit"
+    assert not out.exists() or not [n for _, _, fs in os.walk(out) for n in fs]
