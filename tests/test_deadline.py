@@ -168,7 +168,8 @@ def test_separator_meets_a_deadline_by_falling_back(tmp_path, mdx_config):
     sf.write(tmp_path / "mixture.wav", mix, SR, subtype="FLOAT")
     paths = {s: tmp_path / f"{s}.wav" for s in STEMS}
     start = time.perf_counter()
-    result = sep.separate_file(tmp_path / "mixture.wav", paths, deadline=start + 2.5)
+    # 16-bit stems: 20 windows of four stereo float stems are 170 MB, near what a slow VM disk writes in 2.5 s
+    result = sep.separate_file(tmp_path / "mixture.wav", paths, subtype="PCM_16", deadline=start + 2.5)
     took = time.perf_counter() - start
     assert took < 2.5, took
     assert set(result.windows) >= {"fast"} and sum(result.windows.values()) == sep.plan(n).n_windows
@@ -177,7 +178,7 @@ def test_separator_meets_a_deadline_by_falling_back(tmp_path, mdx_config):
         assert y.shape == mix.shape and rate == SR and np.isfinite(y).all()
         # Every sample is the mixture (exact), 0.9 × mixture (fast), or mixture / 4 (fill), or a cross-fade of them.
         ratio = np.sum(y * mix, axis=1) / np.maximum(np.sum(mix * mix, axis=1), 1e-12)
-        assert np.all((ratio > 0.24) & (ratio < 1.01))
+        assert np.all((ratio > 0.24) & (ratio < 1.01) | (np.sum(mix * mix, axis=1) < 1e-4))  # 16-bit stems
     # Without a deadline the same separator takes the exact path everywhere.
     result = sep.separate_file(tmp_path / "mixture.wav", paths)
     assert result.windows == {"exact": sep.plan(n).n_windows}

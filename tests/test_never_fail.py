@@ -73,11 +73,11 @@ def test_an_unwritable_results_folder_is_refused_at_once(tmp_path, small_weights
 
 
 def test_round2_budget_on_a_long_48k_song_is_met_with_resampling_budgeted(tmp_path, small_weights):
-    """300 s at 48 kHz (52 windows; the exact path needs ~100 s here) inside a budget of a few seconds:
+    """120 s at 48 kHz (21 windows; the exact path needs ~45 s here) inside a budget of a few seconds:
     reading, converting and writing all inside it, in streaming blocks like a 44.1 kHz song."""
     song = tmp_path / "test" / "long48"
     song.mkdir(parents=True)
-    mix = _song(300, rate=48000)
+    mix = _song(120, rate=48000)
     sf.write(song / "mixture.wav", mix, 48000, subtype="PCM_16")
     # What no separator can avoid on this disk (writing four float stems of that length) sets the scale:
     # the budget is three times that, at least 6 s, so that the test asks for planning, not a fast disk.
