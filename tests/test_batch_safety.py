@@ -48,6 +48,7 @@ def test_an_output_inside_the_input_tree_is_never_separated_again(tmp_path, smal
     assert [r["key"] for r in _records(same)] == ["a.wav"]
 
 
+@pytest.mark.slow  # ~20 s: two batch processes on six songs
 def test_two_runs_on_one_output_never_separate_a_song_twice(tmp_path, small_weights):
     tree, out = tmp_path / "in", tmp_path / "out"
     _songs(tree, [f"s{i}.wav" for i in range(6)], seconds=3.0)

@@ -35,6 +35,7 @@ def test_window_batch_size_does_not_change_stems(small_weights):
         np.testing.assert_allclose(one[k], three[k], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # ~13 s: every backend on one song; per-window parity stays in the default run
 def test_backends_agree_in_overlap_mode(small_weights):
     x = (0.2 * np.random.default_rng(4).standard_normal((300_000, 2))).astype(np.float32)
     a = Separator.from_file(small_weights, backend="torch").separate(x, 44100)

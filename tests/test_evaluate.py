@@ -69,6 +69,7 @@ def test_bss_eval_orders_estimates_by_quality():
     assert all(x > y + 10 for x, y in zip(g, b)) and abs(g[0] - 26) < 2  # 20·log10(1/0.05) ≈ 26 dB
 
 
+@pytest.mark.slow  # ~40 s: the whole evaluate command on a split, with BSS-Eval (CI runs it with -m slow)
 def test_evaluate_command(tmp_path, small_weights, capsys):
     root = _split(tmp_path, songs=1, seconds=2.0)
     out = tmp_path / "eval.json"

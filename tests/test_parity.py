@@ -69,6 +69,7 @@ def test_reference_path_matches_wave_out(small_weights, vectors):
         np.testing.assert_allclose(stem, v[f"wave_out_{name}"], rtol=0, atol=TOL)
 
 
+@pytest.mark.slow  # ~37 s: a whole song twice; the per-window parity stays in the default run
 def test_default_chunking_equals_reference_path_with_its_trim(small_weights, vectors):
     """The default chunking (trim 2048, no cross-fade) is the authors' scheme with a smaller K:
     the reference path given that K and the separator's default agree."""

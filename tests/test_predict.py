@@ -81,6 +81,7 @@ def test_mdx_sdr_formula():
     assert mdx_sdr(s, s) > 90
 
 
+@pytest.mark.slow  # ~17 s: predict.py once more, with OpenVINO int8 loaded
 def test_predict_loads_a_named_fast_path(tmp_path, small_weights):
     from lightsaft_infer.backends import module_available, openvino_bf16_available
 
