@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from lightsaft_infer.backends import default_weights
@@ -38,6 +39,7 @@ def test_demo_song_is_small_and_consistent():
     np.testing.assert_array_equal(summed, mix)
 
 
+@pytest.mark.slow  # ~20 s: the README's first command as a newcomer types it (CI runs it with -m slow)
 def test_readme_first_command_separates_the_demo_song(tmp_path):
     """``python predict.py`` with no configuration: default model, demo song, time/budget and SDR printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIGHTSAFT_", "TEST_DATASET", "RESULTS_DATASET"))}
