@@ -104,7 +104,6 @@ def test_names_alike_but_for_case_refuse_only_themselves(tmp_path, small_weights
     assert sorted(os.listdir(out / "other")) == sorted(f"{s}.wav" for s in STEMS)
 
 
-@pytest.mark.skipif(os.geteuid() == 0 and not os.environ.get("CI_ALLOW_ROOT_PERMS"), reason="root reads every folder")
 def test_a_folder_that_cannot_be_read_is_named(tmp_path, small_weights, capsys):
     tree = tmp_path / "in"
     _songs(tree, ["a.wav", "locked/b.wav"])
@@ -114,7 +113,10 @@ def test_a_folder_that_cannot_be_read_is_named(tmp_path, small_weights, capsys):
     finally:
         os.chmod(tree / "locked", 0o755)
     err = capsys.readouterr().err
-    assert "locked: folder not read" in err, err
+    if os.geteuid() == 0:  # root reads every folder: nothing to name, and b is separated (the next test simulates it)
+        assert "folder not read" not in err and (tmp_path / "out" / "locked" / "b" / "vocals.wav").is_file()
+    else:
+        assert "locked: folder not read" in err and not (tmp_path / "out" / "locked").exists(), err
 
 
 def test_unreadable_folders_are_named_even_as_root(tmp_path, monkeypatch):
