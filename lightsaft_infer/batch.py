@@ -163,14 +163,12 @@ class Manifest:
     def append(self, record: dict) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path, "ab+") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell():  # a line cut by a power loss must not swallow this record
+            cut = False
+            if f.seek(0, os.SEEK_END):  # a line cut by a power loss must not swallow this record
                 f.seek(-1, os.SEEK_END)
                 cut = f.read(1) != b"\n"
-                f.seek(0, os.SEEK_END)
-                if cut:
-                    f.write(b"\n")
-            f.write(json.dumps(record, sort_keys=True).encode("utf-8") + b"\n")
+            # one write per record: appends of concurrent runs never interleave within a line
+            f.write(b"\n" * cut + json.dumps(record, sort_keys=True).encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
         self.records[record["key"]] = record
@@ -235,14 +233,17 @@ def _claim_path(out, job: Job) -> str:
 def _claim_stale(path) -> bool:
     try:
         age = time.time() - os.stat(path).st_mtime
+    except OSError:  # gone since, or not ours to see
+        return True
+    try:
         with open(path, encoding="utf-8", errors="replace") as f:
             holder = json.loads(f.read(4096))
     except FileNotFoundError:
         return True
     except (OSError, ValueError):
-        return age > 60 if "age" in locals() else True  # being written just now, or damaged
+        holder = None
     if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
-        return age > 60
+        return age > 60  # being written just now, or damaged
     if holder.get("host") == HOST:
         return not _alive(holder["pid"])
     return age > CLAIM_STALE_S
