@@ -143,12 +143,31 @@ def _info(args) -> int:
 def _bench(args) -> int:
     from .bench import run_bench
 
+    if args.roofline:
+        return _roofline(args)
     if args.plot:
         require("matplotlib", "plot", "bench --plot")
     run_bench(args.weights, args.durations, args.backends, reference=args.reference, mode=args.mode,
               overlap=args.overlap, trim=args.trim, json_path=args.json, threads=args.threads, song_dir=args.song,
               reference_max=args.reference_max, plot_path=args.plot, postfilter=args.postfilter,
               iterations=args.iterations)  # fmt: skip
+    return 0
+
+
+def _roofline(args) -> int:
+    import json
+    import pathlib
+
+    from .backends import default_weights
+    from .roofline import format_roofline, roofline
+
+    require("onnx", "torch", "bench --roofline (it reads the export's shapes)")
+    onnx_path = pathlib.Path(args.weights or default_weights()).with_suffix(".onnx")
+    report = roofline(onnx_path, args.backends or ["onnx"], args.threads)
+    print(format_roofline(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
     return 0
 
 
@@ -301,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--song", default=None, help="also a real song: a folder with mixture.wav and the four stems (SDR)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--plot", default=None, help="write a PNG of time against duration with the budget lines")
+    p.add_argument("--roofline", action="store_true",
+                   help="instead of songs: FLOPs per window and each path's fraction of this CPU's measured GEMM peak")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("evaluate", help="score a model on a MUSDB18-HQ-layout split against mix/4 and the IRM oracle")

@@ -14,6 +14,7 @@ import soundfile as sf
 from lightsaft_infer import cli
 from lightsaft_infer.backends import module_available, open_backend
 from lightsaft_infer.chunking import plan_chunks
+from lightsaft_infer.cpu import describe, has_bf16
 from lightsaft_infer.errors import WeightFileError
 from lightsaft_infer.families import build_network
 from lightsaft_infer.hydra_config import read_hydra_config
@@ -271,28 +272,98 @@ def test_every_listen_mode_freezes_to_the_same_network(query_listen, key_listen,
     authors' configs also name must freeze and export as exactly (random weights, tiny network)."""
     torch = pytest.importorskip("torch")
     from lightsaft_infer.backends import OnnxBackend
+    from lightsaft_infer.families import frozen_graph
+    from lightsaft_infer.network_v2 import ConditionedUNetV2
+
+    cfg, tensors, _ = _tiny_v2(tmp_path, query_listen, key_listen)
+    rng = np.random.default_rng(8)
+    net = ConditionedUNetV2.from_tensors(cfg, tensors)
+    x = torch.from_numpy(rng.standard_normal((1, 4, 16, 65)).astype(np.float32))
+    with torch.inference_mode():
+        want = torch.stack([net(x, torch.tensor([c])) for c in range(4)], 1).numpy()
+        graph = frozen_graph(net)(x).numpy()
+    exported = OnnxBackend(tmp_path / "tiny.onnx")(x.numpy())
+    peak = np.abs(want).max()
+    assert np.abs(graph - want).max() < 1e-5 * peak and np.abs(exported - want).max() < 1e-5 * peak
+    assert np.abs(want[:, 0] - want[:, 1]).max() > 1e-3 * peak  # the condition matters
+
+
+# -- the fast paths ----------------------------------------------------------------------------------------
+
+
+def _tiny_v2(tmp_path, query_listen=True, key_listen=True, seed=7):
+    """A tiny LaSAFT-Net-v2 with random weights: ``(config, tensors, NAME.safetensors)``, exported to ONNX beside it."""
+    torch = pytest.importorskip("torch")
     from lightsaft_infer.config_v2 import V2Config
     from lightsaft_infer.export import export_onnx
-    from lightsaft_infer.families import frozen_graph
     from lightsaft_infer.network_v2 import ConditionedUNetV2
     from lightsaft_infer.weights import save_weights
 
     cfg = V2Config(n_fft=128, hop_length=32, num_frame=16, n_blocks=5, internal_channels=4, n_internal_layers=2,
                    kernel_size_t=3, kernel_size_f=3, bn_factor=4, min_bn_units=2, tfc_tdf_bias=False, num_tdfs=3,
                    dk=5, embedding_dim=6, query_listen=query_listen, key_listen=key_listen, activation="leaky_relu")
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in ConditionedUNetV2(cfg).state_dict().items() if "num_batches" not in k}
     tensors = {k: (rng.uniform(0.5, 1.5, s) if "running_var" in k else rng.standard_normal(s) * 0.5).astype(np.float32)
                for k, s in shapes.items()}
-    net = ConditionedUNetV2.from_tensors(cfg, tensors)
-    x = torch.from_numpy(rng.standard_normal((1, 4, 16, 65)).astype(np.float32))
-    with torch.inference_mode():
-        want = torch.stack([net(x, torch.tensor([c])) for c in range(4)], 1).numpy()
-        graph = frozen_graph(net)(x).numpy()
     save_weights(tmp_path / "tiny.safetensors", cfg, tensors)
     export_onnx(tmp_path / "tiny.safetensors", tmp_path / "tiny.onnx")
-    exported = OnnxBackend(tmp_path / "tiny.onnx")(x.numpy())
-    peak = np.abs(want).max()
-    assert np.abs(graph - want).max() < 1e-5 * peak and np.abs(exported - want).max() < 1e-5 * peak
-    assert np.abs(want[:, 0] - want[:, 1]).max() > 1e-3 * peak  # the condition matters
+    return cfg, tensors, tmp_path / "tiny.safetensors"
+
+
+def _bf16_relative_error(weights, frames: int) -> float:
+    exact, fast = open_backend(weights, "torch"), open_backend(weights, "torch-bf16")
+    assert fast.name == "torch-bf16"
+    c = exact.config
+    spec = (np.random.default_rng(5).standard_normal((1, 4, frames, c.n_bins)) * 3).astype(np.float32)
+    y, z = fast(spec), exact(spec)
+    return float(np.linalg.norm(y - z) / np.linalg.norm(z))
+
+
+def test_torch_bf16_runs_the_v2_graph(tmp_path):
+    """bfloat16 autocast through every v2 block kind (TFC-TDF, GPoCM, listening attention): close to fp32, not
+    fp32. A tiny network, so that a CPU without bfloat16 (torch's scalar GEMM) finishes in seconds too."""
+    _, _, weights = _tiny_v2(tmp_path)
+    assert 1e-5 < _bf16_relative_error(weights, 16) < 5e-2
+
+
+@pytest.mark.parametrize("name", FIXTURES_V2)
+@pytest.mark.skipif(not has_bf16(), reason=f"this CPU has no bfloat16 support: {describe()}")
+def test_torch_bf16_is_close_to_exact_on_every_later_network(name, converted_v2):
+    # without bfloat16 hardware one short window of v2 large takes minutes (scalar GEMM): only where it is fast
+    pytest.importorskip("torch")
+    frames = 2 * load_weights(converted_v2[name])[0].frame_multiple
+    assert 1e-5 < _bf16_relative_error(converted_v2[name], frames) < 5e-2
+
+
+@pytest.mark.slow  # ~40 s: NNCF calibration of LightSAFT-Net+, then a song on the int8 path
+@pytest.mark.skipif(not module_available("openvino"), reason="OpenVINO is not installed")
+def test_int8_model_of_a_v2_network_keeps_its_first_block_in_float(converted_v2, tmp_path, capsys):
+    pytest.importorskip("nncf")
+    import shutil
+
+    import openvino as ov
+
+    from training.quantize import CONFIG_KEY, main
+    from training.sensitivity import layer_of
+
+    for suffix in (".onnx", ".safetensors"):
+        shutil.copy(converted_v2["v1_light"].with_suffix(suffix), tmp_path / f"plus{suffix}")
+    assert main([str(REPO / "data" / "test"), "--weights", str(tmp_path / "plus.onnx"), "--per-song", "2"]) == 0
+    model = ov.Core().read_model(str(tmp_path / "plus.int8.xml"))
+    assert model.get_rt_info([CONFIG_KEY[0], "float_layers"]).astype(str) == "encoders.0"  # the v2 graph's first block
+    quantisers = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    fed = {layer_of(t.get_node().get_friendly_name()) for op in quantisers for t in op.output(0).get_target_inputs()}
+    assert len(quantisers) > 100 and "encoders.0" not in fed and "encoders.1" in fed
+    fast, exact = open_backend(tmp_path / "plus.onnx", "openvino-int8"), open_backend(tmp_path / "plus.onnx", "onnx")
+    assert fast.config == exact.config and fast.config.family == "lasaft-v2"
+    song = tmp_path / "song.wav"
+    x = _song(song, 3.0)
+    a = Separator(exact).separate(x, 44100)
+    b = Separator(fast).separate(x, 44100)
+    for source in a:  # int8, yet the same separation: every stem closer to exact than silence is
+        assert np.isfinite(b[source]).all() and np.linalg.norm(b[source] - a[source]) < 0.9 * np.linalg.norm(a[source])
+    assert cli.main(["separate", str(song), "-o", str(tmp_path / "out"), "-w", str(tmp_path / "plus.onnx"),
+                     "--backend", "openvino-int8", "-q"]) == 0
+    assert sf.info(str(tmp_path / "out" / "song" / "vocals.wav")).frames == len(x)

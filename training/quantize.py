@@ -34,6 +34,15 @@ FLOAT_LAYERS = (".*first_conv.*", ".*last_conv.*")
 #: float (bf16 where the CPU has it) lifts the int8 model from 12.4 to 17.1 dB of the exact path on test
 #: windows at no cost per window; with step 4600's it bought only 1 dB (and, bypassed in the IR, cost 12%).
 DEFAULT_KEEP_FLOAT: list = ["tfcs.0"]
+#: The same rule for every family: the first block after ``first_conv`` stays in float. The frozen v1 graph
+#: names its blocks ``tfcs.N`` in order (encoders first); the v2 graph keeps its condition-free encoder as
+#: ``encoders.N`` and names only the decoder's TFCs ``tfcs.N``, so its first block is ``encoders.0``.
+FIRST_BLOCK = {"lasaft-v1": DEFAULT_KEEP_FLOAT, "lasaft-v2": ["encoders.0"]}
+
+
+def default_keep_float(config) -> list:
+    """The layer groups :func:`quantize` keeps in float unless told otherwise: the family's first block."""
+    return list(FIRST_BLOCK.get(config.family, DEFAULT_KEEP_FLOAT))
 #: Key of the model configuration in the IR's runtime info.
 CONFIG_KEY = ("lightsaft", "config")
 
@@ -138,14 +147,20 @@ def main(argv=None) -> int:
     p.add_argument("--songs", type=int, default=32)
     p.add_argument("--per-song", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keep-float", nargs="*", default=DEFAULT_KEEP_FLOAT,
-                   help="layer groups left in floating point (names as training.sensitivity reports them)")
+    p.add_argument("--keep-float", nargs="*", default=None,
+                   help="layer groups left in floating point (names as training.sensitivity reports them; "
+                        "default: the network's first block, tfcs.0 for v1, encoders.0 for v2)")
     args = p.parse_args(argv)
     mixtures = sorted(glob.glob(os.path.join(args.root, "*", "mixture.wav")))[: args.songs]
     if not mixtures:
         p.error(f"{args.root}: no <song>/mixture.wav")
     out = args.output or os.path.splitext(args.weights)[0] + ".int8.xml"
-    report = quantize(args.weights, mixtures, out, args.per_song, args.seed, keep_float=args.keep_float)
+    keep_float = args.keep_float
+    if keep_float is None:
+        from lightsaft_infer.export import read_onnx_config
+
+        keep_float = default_keep_float(read_onnx_config(args.weights))
+    report = quantize(args.weights, mixtures, out, args.per_song, args.seed, keep_float=keep_float)
     print(f"{report['output']}: int8, calibrated on {report['windows']} windows of {report['songs']} songs "
           f"in {report['seconds']:.0f} s")
     return 0
