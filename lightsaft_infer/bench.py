@@ -92,7 +92,7 @@ def _measure(kind, weights, song, out_dir, options, queue):
             sep = Separator.from_file(weights, backend=kind, threads=options.get("threads"), mode=options["mode"],
                                       overlap=options["overlap"], trim=options.get("trim"),
                                       postfilter=options.get("postfilter", "none"),
-                                      iterations=options.get("iterations", 1))  # fmt: skip
+                                      iterations=options.get("iterations", 1), shifts=options.get("shifts", 0))  # fmt: skip
             sep.warm_up()  # the setup figure: load + one window, as predict.py does before the first song
             setup = time.perf_counter() - start
             r = sep.separate_file(song, stems)
@@ -142,7 +142,7 @@ def default_bench_backends(weights=None) -> list:
 
 def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=True,
               mode="overlap", overlap=DEFAULT_OVERLAP, json_path=None, threads=None, printer=print, song_dir=None,
-              reference_max=240.0, plot_path=None, trim=None, postfilter="none", iterations=1) -> dict:  # fmt: skip
+              reference_max=240.0, plot_path=None, trim=None, postfilter="none", iterations=1, shifts=0) -> dict:  # fmt: skip
     """Run the benchmark; print a table and return (and optionally write) the JSON report."""
     import soundfile as sf
 
@@ -153,14 +153,14 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
     weights = os.fspath(weights or default_weights())
     backends = default_bench_backends(weights) if backends is None else backends
     options = {"mode": mode, "overlap": overlap, "threads": threads, "trim": trim, "postfilter": postfilter,
-               "iterations": iterations}  # fmt: skip
+               "iterations": iterations, "shifts": shifts}  # fmt: skip
     kinds = (["reference"] if reference and torch_available() else []) + list(backends)
     exact = next((k for k in backends if k in EXACT_BACKENDS), None)
     report = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_threads()} threads granted",
         "cpu": cpu_describe(),
         "weights": weights, "mode": mode, "overlap": overlap, "trim": None, "postfilter": postfilter,
-        "iterations": iterations, "exact_path": exact, "songs": [],
+        "iterations": iterations, "shifts": shifts, "exact_path": exact, "songs": [],
     }  # fmt: skip
     safetensors = os.path.splitext(weights)[0] + ".safetensors"
     fade = 0

@@ -59,7 +59,7 @@ def _separate(args) -> int:
         return 1
     sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
                               overlap=args.overlap, trim=args.trim, batch_size=args.batch_size,
-                              postfilter=args.postfilter, iterations=args.iterations)  # fmt: skip
+                              postfilter=args.postfilter, iterations=args.iterations, shifts=args.shifts)  # fmt: skip
     print(f"{PROG}: {sep.describe()}", file=sys.stderr)
     stems = [s for s in sep.sources if not args.stems or s in args.stems]
     for path in readable:
@@ -150,7 +150,7 @@ def _bench(args) -> int:
     run_bench(args.weights, args.durations, args.backends, reference=args.reference, mode=args.mode,
               overlap=args.overlap, trim=args.trim, json_path=args.json, threads=args.threads, song_dir=args.song,
               reference_max=args.reference_max, plot_path=args.plot, postfilter=args.postfilter,
-              iterations=args.iterations)  # fmt: skip
+              iterations=args.iterations, shifts=args.shifts)  # fmt: skip
     return 0
 
 
@@ -180,7 +180,7 @@ def _evaluate(args) -> int:
     song_folders(args.root, args.split)  # a bad folder is reported before the model loads
     sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
                               overlap=args.overlap, trim=args.trim, postfilter=args.postfilter,
-                              iterations=args.iterations)  # fmt: skip
+                              iterations=args.iterations, shifts=args.shifts)  # fmt: skip
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -221,7 +221,7 @@ def _batch(args) -> int:
         require("matplotlib", "plot", "--report (spectrogram images)")
     options = {"weights": args.weights, "backend": args.backend, "threads": args.threads, "mode": args.mode,
                "overlap": args.overlap, "trim": args.trim, "postfilter": args.postfilter,
-               "iterations": args.iterations}  # fmt: skip
+               "iterations": args.iterations, "shifts": args.shifts}  # fmt: skip
     counts = run_batch(args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
     if args.report:
         from .report import write_report
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="make the stems agree with the mixture: consistency, softmask, or multichannel wiener "
                             "(norbert); none: the network's own output")
         p.add_argument("--iterations", type=int, default=1, help="EM iterations of the wiener post-filter")
+        p.add_argument("--shifts", type=int, default=0,
+                       help="augmented passes averaged with the plain one, as demucs' --shifts (half-hop shift, "
+                            "channel swap, sign flip, ...: docs/augmentation.md); each costs one more pass")
 
     p = sub.add_parser("separate", help="separate audio files into stems")
     p.add_argument("files", nargs="+", metavar="FILE")

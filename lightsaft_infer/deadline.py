@@ -66,9 +66,17 @@ class DeadlineGuard:
     """``costs``: seconds per window of each path, most accurate first, e.g. ``{"exact": 1.6, "fast": 0.8}``;
     ``fill_cost``: seconds per filled window if known; ``clock``: a ``time.perf_counter``-like callable."""
 
-    def __init__(self, deadline: float, costs: dict, clock=time.perf_counter, fill_cost: float | None = None):
+    def __init__(self, deadline: float, costs: dict, clock=time.perf_counter, fill_cost: float | None = None,
+                 secure: str | None = None):
         if not costs:
             raise ValueError("the guard needs at least one path")
+        if secure is not None and secure not in costs:
+            raise ValueError(f"the path to secure, {secure!r}, is not one of {list(costs)}")
+        #: The path every window should get before any window gets a more accurate one (``exact`` below the
+        #: augmented passes): those are planned only with what is left once each remaining window's ``secure``
+        #: pass is budgeted at its pessimistic cost, so that a pass bought early is never paid for by a filled
+        #: window later.
+        self.secure = secure
         self.deadline, self.clock = deadline, clock
         self.paths = {name: _Cost(c) for name, c in costs.items()}
         # The fill is setup's own code without the network: its estimate is trusted like a measurement.
@@ -120,7 +128,13 @@ class DeadlineGuard:
         # window that fits onto the fastest network path, then as many as fit one tier up, and so on.
         upgraded = remaining
         previous = fill
+        above = names[: names.index(self.secure)] if self.secure in tiers else []
         for name in reversed(tiers):
+            if name in above and name == [n for n in tiers if n in above][-1]:  # entering the tiers above the
+                # secured one (every window reached it): first keep each window's margin on it
+                budget -= upgraded * (self.paths[self.secure].pessimistic - mean[self.secure])
+                if budget <= 0:
+                    break
             step = mean[name] - previous
             n = min(upgraded, int(math.floor(budget / step + 1e-9))) if step > 0 else upgraded
             counts[name] = n

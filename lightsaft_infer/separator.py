@@ -29,6 +29,7 @@ from .deadline import DeadlineGuard
 from .resample import MAX_RATE, MIN_RATE, ResampledReader, ResampledWriter
 from .signals import interruptible
 from .errors import WeightFileError
+from . import augment
 from . import postfilter as postfilters
 from .stft import STFT
 
@@ -56,7 +57,7 @@ class Separator:
     def __init__(
         self, backend: Backend, mode: str = "overlap", overlap: float = DEFAULT_OVERLAP, trim: int | None = None,
         batch_size: int = 1, threads: int | None = None, fast: Backend | None = None, postfilter: str = "none",
-        iterations: int = 1,
+        iterations: int = 1, shifts: int = 0, passes=None,
     ):  # fmt: skip
         self.backend, self.config = backend, backend.config
         #: Separation paths, most accurate first; ``costs`` (seconds per window) is filled by :meth:`calibrate`.
@@ -71,7 +72,14 @@ class Separator:
         postfilters.check(postfilter, iterations)  # see .postfilter: none keeps the authors' output
         self.postfilter, self.iterations = postfilter, int(iterations)
         self.stft = STFT(self.config.n_fft, self.config.hop_length, workers=threads or 1)
-        self.plan(0)  # validate now
+        trim = self.plan(0).trim  # validates the chunking now
+        #: Augmented passes (:mod:`.augment`) in the order they are added; ``shifts`` of them are averaged with
+        #: the plain pass on the exact path (without a deadline), or at most that many as the budget allows.
+        self.augmentations = augment.check_passes(
+            augment.default_order(self.config.hop_length, trim) if passes is None else passes, trim)
+        if not 0 <= int(shifts) <= len(self.augmentations):
+            raise ValueError(f"shifts must be from 0 to {len(self.augmentations)} with this chunking, not {shifts}")
+        self.shifts = int(shifts)
 
     def add_fast(self, fast: Backend) -> None:
         """Give the deadline guard a faster (less exact) path for the same model; :meth:`calibrate` again after."""
@@ -91,6 +99,30 @@ class Separator:
             del self.paths[name]
             self.costs.pop(name, None)
         return dropped
+
+    def choose_exact(self, candidates) -> dict:
+        """Keep as the exact path whichever of the current exact backend and ``candidates`` (other exact
+        backends of the same model: ONNX Runtime and OpenVINO fp32 agree within 1e-5, and which is faster
+        depends on the CPU and the network) runs a warm window fastest. Returns ``{name: seconds}`` measured;
+        ``costs["exact"]`` becomes the winner's."""
+        windows = np.random.default_rng(0).standard_normal((self.batch_size, 2, self.config.window_samples))
+        windows = windows.astype(np.float32) * 0.1
+        backends, timed = [self.backend, *candidates], []
+        try:
+            for backend in backends:
+                if backend.config != self.config:
+                    raise ValueError("an exact candidate must hold the same model as the exact path")
+                self.paths["exact"] = backend
+                self._run_batch("exact", windows)  # warm: first-call costs are not what a song pays
+                t = time.perf_counter()
+                self._run_batch("exact", windows)
+                timed.append((time.perf_counter() - t) / self.batch_size)
+        finally:
+            self.paths["exact"] = self.backend  # unchanged unless every candidate was timed
+        k = int(np.argmin(timed))
+        self.backend = self.paths["exact"] = backends[k]
+        self.costs["exact"] = timed[k]
+        return {b.name: t for b, t in zip(backends, timed)}
 
     @classmethod
     def from_file(cls, path=None, backend: str = "auto", threads: int | None = None, fast: str | None = None,
@@ -115,8 +147,9 @@ class Separator:
                     else f"trim {plan.trim}" + (f", overlap {self.overlap:g}" if plan.fade else ""))
         filtered = "" if self.postfilter == "none" else f", {self.postfilter} post-filter" + (
             f" ({self.iterations} iteration{'s' * (self.iterations != 1)})" if self.postfilter == "wiener" else "")
+        passes = f", {self.shifts} augmented pass{'es' * (self.shifts != 1)} at most" if self.shifts else ""
         return (f"{c.title} (n_fft {c.n_fft}, {c.n_blocks} blocks, "
-                f"{c.internal_channels} channels) on {self.backend.name}, {chunking}{filtered}")
+                f"{c.internal_channels} channels) on {self.backend.name}, {chunking}{filtered}{passes}")
 
     def warm_up(self) -> None:
         """Run one silent window so that first-call costs (kernel selection, allocation) are paid at setup."""
@@ -256,17 +289,27 @@ class Separator:
         if path not in self.paths:
             raise ValueError(f"no {path!r} path: this separator has {list(self.paths)}")
         if deadline is None:
-            return DeadlineGuard(float("inf"), {path: 0.0})
+            return DeadlineGuard(float("inf"), {tier(path, self.shifts if path == "exact" else 0): 0.0})
         missing = [name for name in self.paths if name not in self.costs]
         if missing or "fill" not in self.costs:  # calibrate() always times the fill too
             self.calibrate(missing)
-        return DeadlineGuard(deadline, {name: self.costs[name] for name in self.paths},  # most accurate first
-                             fill_cost=self.costs.get("fill"))  # fmt: skip
+        # Each number of augmented passes is one more accurate path for the guard, costing that many more
+        # exact windows (an estimate it replaces by measurement): it secures the exact pass for every window
+        # first and spends only what is left on passes, window by window (see .deadline).
+        costs = {tier("exact", k): (1 + k) * self.costs["exact"] for k in range(self.shifts, 0, -1)}
+        costs.update((name, self.costs[name]) for name in self.paths)  # most accurate first
+        return DeadlineGuard(deadline, costs, fill_cost=self.costs.get("fill"), secure="exact" if self.shifts else None)
 
     def _run_batch(self, name, windows: np.ndarray) -> np.ndarray:
         """``windows (b, 2, W)`` -> separated ``(b, S, 2, W)`` on path ``name``; ``None``: mixture / S."""
         if name is None:
             return np.repeat(windows[:, None] / len(self.sources), len(self.sources), axis=1)
+        path, _, extra = name.partition("+")
+        if extra:  # the plain pass and ``extra`` augmented ones, each undone, averaged; one at a time (flat memory)
+            total = self._run_batch(path, windows)
+            for augmentation in self.augmentations[: int(extra)]:
+                total += augmentation.undo(self._run_batch(path, augmentation.apply(windows)))
+            return total / (1 + int(extra))
         spec = self.stft.analyse(windows)  # (b, 4, T, F)
         out = interruptible(self.paths[name], spec)  # SIGTERM is answered during the window, not after it
         if not np.isfinite(out).all():  # NaN stems are an error, never a result
@@ -296,6 +339,11 @@ class Separator:
             t = end
             if progress is not None:
                 progress(first + len(waves), plan.n_windows)
+
+
+def tier(path: str, shifts: int) -> str:
+    """The guard's name of ``path`` with ``shifts`` augmented passes: ``exact``, ``exact+2``."""
+    return f"{path}+{shifts}" if shifts else path
 
 
 @dataclasses.dataclass

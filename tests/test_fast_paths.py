@@ -1,5 +1,6 @@
 """The fast (bfloat16) paths: close to the exact path on music, not equal to it; and when predict.py loads one."""
 
+import dataclasses
 import importlib.util
 import types
 
@@ -183,6 +184,36 @@ def test_a_fast_path_measured_slower_than_exact_is_dropped(mdx_config):
     sep = Separator(_Slowed(exact, 0.3, "slow-exact"), fast=exact)  # the fast path really is faster: kept
     sep.calibrate()
     assert sep.drop_slower_paths() == [] and list(sep.paths) == ["exact", "fast"]
+
+
+def test_the_exact_path_is_the_faster_exact_backend_by_measurement(mdx_config, monkeypatch):
+    import predict
+
+    from .conftest import IdentityBackend
+
+    exact = IdentityBackend(mdx_config)
+    slow = _Slowed(exact, 0.3, "slow-exact")
+    sep = Separator(slow)
+    timed = sep.choose_exact([exact])
+    assert sep.backend is exact and sep.paths["exact"] is exact and list(sep.paths) == ["exact"]
+    assert timed["slow-exact"] > timed[exact.name] + 0.25 and sep.costs["exact"] == timed[exact.name]
+    sep = Separator(exact)
+    sep.choose_exact([slow])  # the current one is faster: kept
+    assert sep.backend is exact and sep.paths["exact"] is exact
+    with pytest.raises(ValueError):
+        sep.choose_exact([_Slowed(IdentityBackend(dataclasses.replace(mdx_config, internal_channels=mdx_config.internal_channels + 8)), 0, "other")])
+    assert sep.paths["exact"] is exact  # a refused candidate leaves the separator as it was
+    # predict.py times OpenVINO fp32 only where the exact path's speed matters, and keeps what it measures
+    sep = Separator(_Slowed(exact, 0.3, "onnx"))
+    sep.calibrate()
+    monkeypatch.setattr(predict, "module_available", lambda name: True)
+    monkeypatch.setattr(predict, "open_backend", lambda weights, name: exact)
+    monkeypatch.setattr(predict, "exact_could_miss", lambda separator: False)
+    assert predict.choose_exact(sep, None, "auto") is None and sep.backend.name == "onnx"
+    monkeypatch.setattr(predict, "exact_could_miss", lambda separator: True)
+    assert predict.choose_exact(sep, None, "onnx") is None and sep.backend.name == "onnx"  # a named backend is kept
+    note = predict.choose_exact(sep, None, "auto")
+    assert sep.backend is exact and note.startswith("exact path by measurement: onnx 0.3")
 
 
 def test_torch_bf16_is_never_the_automatic_fast_path_without_bf16(monkeypatch, small_weights):
