@@ -208,6 +208,10 @@ def test_the_exact_path_is_the_faster_exact_backend_by_measurement(mdx_config, m
     sep.calibrate()
     monkeypatch.setattr(predict, "module_available", lambda name: True)
     monkeypatch.setattr(predict, "open_backend", lambda weights, name: exact)
+    monkeypatch.setattr(predict, "exact_could_miss", lambda separator: True)
+    monkeypatch.delenv("AICROWD_IS_GRADING", raising=False)
+    assert predict.choose_exact(sep, None, "auto") is None and sep.backend.name == "onnx"  # not while trying it out
+    monkeypatch.setenv("AICROWD_IS_GRADING", "true")
     monkeypatch.setattr(predict, "exact_could_miss", lambda separator: False)
     assert predict.choose_exact(sep, None, "auto") is None and sep.backend.name == "onnx"
     monkeypatch.setattr(predict, "exact_could_miss", lambda separator: True)

@@ -64,11 +64,11 @@ def study(weights, songs, threads=None, progress=print) -> dict:
                "plain": score(outputs[0])}  # fmt: skip
         for k, p in enumerate(order, 1):  # each kind alone, averaged with the plain pass
             row[f"+{p.name}"] = score({s: (outputs[0][s] + outputs[k][s]) / 2 for s in sources})
-        for n in range(2, len(order) + 1):  # the first n passes of the default order
-            row[f"{n} passes"] = score({s: sum(o[s] for o in outputs[: n + 1]) / (n + 1) for s in sources})
+        for n in range(2, len(order) + 1):  # the first n passes of the default order, as --shifts n
+            row[f"--shifts {n}"] = score({s: sum(o[s] for o in outputs[: n + 1]) / (n + 1) for s in sources})
         rows.append(row)
         progress(f"[{i + 1}/{len(songs)}] {row['song']}: plain {np.mean(list(row['plain'].values())):.3f} dB, "
-                 f"{len(order)} passes {np.mean(list(row[f'{len(order)} passes'].values())):.3f} dB")
+                 f"--shifts {len(order)} {np.mean(list(row[f'--shifts {len(order)}'].values())):.3f} dB")
     variants = [k for k in rows[0] if k not in ("song", "duration")]
     summary = {}
     for v in variants:
@@ -79,8 +79,8 @@ def study(weights, songs, threads=None, progress=print) -> dict:
                       "gain": float(np.mean(mean) - np.mean(plain)),
                       "songs_improved": int(sum(m > p + 1e-9 for m, p in zip(mean, plain)))}  # fmt: skip
         summary[v]["extra_passes"] = (0 if v in ("plain", "mix/4", "IRM") else 1 if v.startswith("+")
-                                      else int(v.split()[0]))
-    return {"weights": os.fspath(weights), "songs": len(rows), "order": [p.name for p in order],
+                                      else int(v.split()[1]))
+    return {"weights": os.fspath(weights or "default"), "songs": len(rows), "order": [p.name for p in order],
             "summary": summary, "per_song": rows}
 
 
