@@ -367,3 +367,18 @@ def test_int8_model_of_a_v2_network_keeps_its_first_block_in_float(converted_v2,
     assert cli.main(["separate", str(song), "-o", str(tmp_path / "out"), "-w", str(tmp_path / "plus.onnx"),
                      "--backend", "openvino-int8", "-q"]) == 0
     assert sf.info(str(tmp_path / "out" / "song" / "vocals.wav")).frames == len(x)
+
+
+@pytest.mark.parametrize("postfilter", ["none", "consistency"])
+def test_augmented_passes_run_a_v2_network_with_post_filters(postfilter, tmp_path):
+    """``--shifts`` on the later family too (a tiny LaSAFT-Net-v2 with listening attention), post-filter or not:
+    every stem finite and of the input's shape, and the passes change the estimate without replacing it."""
+    _, _, weights = _tiny_v2(tmp_path)
+    x = (0.1 * np.random.default_rng(4).standard_normal((8000, 2))).astype(np.float32)
+    plain = Separator.from_file(weights.with_suffix(".onnx"), trim=64, postfilter=postfilter).separate(x, 44100)
+    sep = Separator.from_file(weights.with_suffix(".onnx"), trim=64, postfilter=postfilter, shifts=3)
+    passes = sep.separate(x, 44100)
+    for source, y in passes.items():
+        assert y.shape == x.shape and np.isfinite(y).all()
+        change = np.linalg.norm(y - plain[source]) / np.linalg.norm(plain[source])
+        assert 1e-4 < change < 1, (source, change)
