@@ -50,7 +50,7 @@ from lightsaft_infer.backends import BACKENDS, EXACT_BACKENDS, default_fast_back
 from lightsaft_infer.errors import LightsaftError
 from lightsaft_infer.files import check_writable as writable
 from lightsaft_infer.mdx import ROUND2_FACTOR, per_song_timeout
-from lightsaft_infer.separator import Separator
+from lightsaft_infer.separator import Separator, untier
 from lightsaft_infer.signals import leave
 
 #: Kept free before the harness's alarm: the harness's own work around the call, and process jitter.
@@ -108,10 +108,10 @@ def describe_windows(windows: dict) -> str:
     fallbacks (``DEADLINE GUARD: exact 30, fast 12``)."""
     passes = {}
     for name, count in windows.items():
-        path, _, extra = name.partition("+")
+        path, extra = untier(name)
         if path != "exact":
             return "DEADLINE GUARD: " + ", ".join(f"{k} {v}" for k, v in windows.items())
-        passes[int(extra or 0)] = passes.get(int(extra or 0), 0) + count
+        passes[extra] = passes.get(extra, 0) + count
     if set(passes) <= {0}:
         return "exact"
     return "exact; augmented passes: " + ", ".join(f"{k} on {v} window{'s' * (v != 1)}" if k else f"none on {v}"

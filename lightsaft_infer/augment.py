@@ -23,10 +23,6 @@ import dataclasses
 
 import numpy as np
 
-#: The most extra passes a separator offers (the default order below has this many).
-MAX_SHIFTS = 7
-
-
 @dataclasses.dataclass(frozen=True)
 class Pass:
     """One augmented pass: ``shift`` samples later (``0 <= shift``), channels swapped, sign flipped."""

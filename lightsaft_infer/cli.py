@@ -155,10 +155,10 @@ def _bench(args) -> int:
 
 
 def _roofline(args) -> int:
-    import json
     import pathlib
 
     from .backends import default_weights
+    from .evaluate import write_json
     from .roofline import format_roofline, roofline
 
     require("onnx", "torch", "bench --roofline (it reads the export's shapes)")
@@ -166,8 +166,7 @@ def _roofline(args) -> int:
     report = roofline(onnx_path, args.backends or ["onnx"], args.threads)
     print(format_roofline(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json(report, args.json)
     return 0
 
 

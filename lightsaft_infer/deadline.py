@@ -128,10 +128,12 @@ class DeadlineGuard:
         # window that fits onto the fastest network path, then as many as fit one tier up, and so on.
         upgraded = remaining
         previous = fill
-        above = names[: names.index(self.secure)] if self.secure in tiers else []
+        # the least accurate tier above the secured one: before upgrading to it (every window has reached the
+        # secured tier), keep each window's margin on the secured path
+        above = tiers[: tiers.index(self.secure)] if self.secure in tiers else []
+        first_above = above[-1] if above else None
         for name in reversed(tiers):
-            if name in above and name == [n for n in tiers if n in above][-1]:  # entering the tiers above the
-                # secured one (every window reached it): first keep each window's margin on it
+            if name == first_above:
                 budget -= upgraded * (self.paths[self.secure].pessimistic - mean[self.secure])
                 if budget <= 0:
                     break

@@ -105,8 +105,7 @@ class Separator:
         backends of the same model: ONNX Runtime and OpenVINO fp32 agree within 1e-5, and which is faster
         depends on the CPU and the network) runs a warm window fastest. Returns ``{name: seconds}`` measured;
         ``costs["exact"]`` becomes the winner's."""
-        windows = np.random.default_rng(0).standard_normal((self.batch_size, 2, self.config.window_samples))
-        windows = windows.astype(np.float32) * 0.1
+        windows = self._probe_windows()
         backends, timed = [self.backend, *candidates], []
         try:
             for backend in backends:
@@ -163,8 +162,7 @@ class Separator:
         kernel selection, so the estimate errs on the slow (safe) side; the
         deadline guard then follows what windows really take.
         """
-        windows = np.random.default_rng(0).standard_normal((self.batch_size, 2, self.config.window_samples))
-        windows = windows.astype(np.float32) * 0.1
+        windows = self._probe_windows()
         for name in self.paths if names is None else names:
             t = time.perf_counter()
             self._run_batch(name, windows)
@@ -176,6 +174,11 @@ class Separator:
             fill.append((time.perf_counter() - t) / self.batch_size)
         self.costs["fill"] = sorted(fill)[1]
         return dict(self.costs)
+
+    def _probe_windows(self) -> np.ndarray:
+        """``(batch_size, 2, W)`` of quiet noise: what setup times the paths on."""
+        windows = np.random.default_rng(0).standard_normal((self.batch_size, 2, self.config.window_samples))
+        return windows.astype(np.float32) * 0.1
 
     def plan(self, samples: int):
         """The chunk plan for a track of ``samples`` samples at the model's rate."""
@@ -304,12 +307,12 @@ class Separator:
         """``windows (b, 2, W)`` -> separated ``(b, S, 2, W)`` on path ``name``; ``None``: mixture / S."""
         if name is None:
             return np.repeat(windows[:, None] / len(self.sources), len(self.sources), axis=1)
-        path, _, extra = name.partition("+")
+        path, extra = untier(name)
         if extra:  # the plain pass and ``extra`` augmented ones, each undone, averaged; one at a time (flat memory)
             total = self._run_batch(path, windows)
-            for augmentation in self.augmentations[: int(extra)]:
+            for augmentation in self.augmentations[:extra]:
                 total += augmentation.undo(self._run_batch(path, augmentation.apply(windows)))
-            return total / (1 + int(extra))
+            return total / (1 + extra)
         spec = self.stft.analyse(windows)  # (b, 4, T, F)
         out = interruptible(self.paths[name], spec)  # SIGTERM is answered during the window, not after it
         if not np.isfinite(out).all():  # NaN stems are an error, never a result
@@ -344,6 +347,12 @@ class Separator:
 def tier(path: str, shifts: int) -> str:
     """The guard's name of ``path`` with ``shifts`` augmented passes: ``exact``, ``exact+2``."""
     return f"{path}+{shifts}" if shifts else path
+
+
+def untier(name: str) -> tuple[str, int]:
+    """The inverse of :func:`tier`: ``"exact+2"`` -> ``("exact", 2)``, ``"fast"`` -> ``("fast", 0)``."""
+    path, _, extra = name.partition("+")
+    return path, int(extra or 0)
 
 
 @dataclasses.dataclass

@@ -13,10 +13,11 @@ stems, with mix/4 and the ideal ratio mask beside them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
+
+from lightsaft_infer.evaluate import write_json
 
 
 def _one_pass_separator(weights, threads=None):
@@ -110,8 +111,7 @@ def main(argv=None) -> int:
     report = study(args.weights, songs, args.threads)
     print(format_study(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json(report, args.json)
     return 0
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 
 import numpy as np
+
+from lightsaft_infer.evaluate import write_json
 
 
 def fidelity(weights, mixtures, backend: str = "openvino-int8", threads: int | None = None) -> dict:
@@ -54,8 +55,7 @@ def main(argv=None) -> int:
     print(f"{args.weights} {args.backend} against the exact path, {report['songs']} songs, MDX SDR in dB: "
           + ", ".join(f"{k} {v:.2f}" for k, v in report["per_stem"].items()) + f"; mean {report['mean']:.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json(report, args.json)
     return 0
 
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import re
 import time
 
 import numpy as np
+
+from lightsaft_infer.evaluate import write_json
 
 #: Node-name prefixes (from the ONNX export) → layer group; unnamed elementwise ops by kind.
 _KINDS = (("Add", "residual"), ("Mul", "gpocm"), ("MatMul", "mix"), ("Sigmoid", "gpocm"), ("Conv", "conv"))
@@ -140,8 +141,7 @@ def main(argv=None) -> int:
     for group, r in ranked[:12]:
         print(f"  {group:>18}  only {r['only_db']:6.2f} dB   keeping it in float: {r['gain_db']:+6.2f} dB")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json(report, a.json)
     return 0
 
 
