@@ -62,12 +62,44 @@ class _Cost:
         return max(SPREAD * self.mean, max(self.recent))
 
 
+class _Scaled:
+    """A path that is ``factor`` runs of another's network per window (``exact+k``: the exact pass and ``k``
+    augmented ones, ``factor = 1 + k``): it shares that path's estimate, so that the exact pass's measurement
+    prices every number of passes at once instead of each tier waiting for a window of its own at twice its
+    setup estimate. Each of its windows is a measurement of the base path too. A tier's window pays the
+    reading and overlap-add once, not ``factor`` times, so the shared estimate errs on the safe side."""
+
+    def __init__(self, base: _Cost, factor: float):
+        self.base, self.factor = base, float(factor)
+
+    def observe(self, seconds: float) -> None:
+        self.base.observe(seconds / self.factor)
+
+    @property
+    def mean(self) -> float:
+        return self.factor * self.base.mean
+
+    @property
+    def measured(self) -> int:
+        return self.base.measured
+
+    @property
+    def recent(self) -> list:
+        return [self.factor * r for r in self.base.recent]
+
+    @property
+    def pessimistic(self) -> float:
+        return self.factor * self.base.pessimistic
+
+
 class DeadlineGuard:
     """``costs``: seconds per window of each path, most accurate first, e.g. ``{"exact": 1.6, "fast": 0.8}``;
-    ``fill_cost``: seconds per filled window if known; ``clock``: a ``time.perf_counter``-like callable."""
+    ``fill_cost``: seconds per filled window if known; ``clock``: a ``time.perf_counter``-like callable;
+    ``scaled``: ``{name: (base, factor)}`` for paths that cost ``factor`` windows of path ``base`` (their entry
+    in ``costs`` is then ignored)."""
 
     def __init__(self, deadline: float, costs: dict, clock=time.perf_counter, fill_cost: float | None = None,
-                 secure: str | None = None):
+                 secure: str | None = None, scaled: dict | None = None):
         if not costs:
             raise ValueError("the guard needs at least one path")
         if secure is not None and secure not in costs:
@@ -79,6 +111,10 @@ class DeadlineGuard:
         self.secure = secure
         self.deadline, self.clock = deadline, clock
         self.paths = {name: _Cost(c) for name, c in costs.items()}
+        for name, (base, factor) in (scaled or {}).items():
+            if name not in costs or base not in costs or base in (scaled or {}):
+                raise ValueError(f"scaled path {name!r}: {name!r} and its base {base!r} must both be paths, the base unscaled")
+            self.paths[name] = _Scaled(self.paths[base], factor)
         # The fill is setup's own code without the network: its estimate is trusted like a measurement.
         self.fill = _Cost(FILL_DEFAULT if fill_cost is None else fill_cost, unmeasured=SPREAD)
         self.fill_own = self.fill.mean  # what the fill itself computes per window, without reading and writing

@@ -297,11 +297,13 @@ class Separator:
         if missing or "fill" not in self.costs:  # calibrate() always times the fill too
             self.calibrate(missing)
         # Each number of augmented passes is one more accurate path for the guard, costing that many more
-        # exact windows (an estimate it replaces by measurement): it secures the exact pass for every window
+        # exact windows, priced from the exact pass's own estimate (scaled): it secures the exact pass for every window
         # first and spends only what is left on passes, window by window (see .deadline).
         costs = {tier("exact", k): (1 + k) * self.costs["exact"] for k in range(self.shifts, 0, -1)}
         costs.update((name, self.costs[name]) for name in self.paths)  # most accurate first
-        return DeadlineGuard(deadline, costs, fill_cost=self.costs.get("fill"), secure="exact" if self.shifts else None)
+        scaled = {tier("exact", k): ("exact", 1 + k) for k in range(1, self.shifts + 1)}  # one estimate for all
+        return DeadlineGuard(deadline, costs, fill_cost=self.costs.get("fill"), secure="exact" if self.shifts else None,
+                             scaled=scaled)
 
     def _run_batch(self, name, windows: np.ndarray) -> np.ndarray:
         """``windows (b, 2, W)`` -> separated ``(b, S, 2, W)`` on path ``name``; ``None``: mixture / S."""
