@@ -13,7 +13,7 @@ a bfloat16 CPU, else ``torch-bf16`` behind the torch backend, loaded only if the
 exact path measured at setup could miss the budget of a 10-minute song;
 ``none``: no fast path); ``LIGHTSAFT_ROUND2=1`` also
 applies the round-2 limit (1.57 × the song's duration). ``LIGHTSAFT_SHIFTS``: the most augmented passes
-(half-hop shift, channel swap, sign flip, ...; see ``lightsaft_infer.augment``) the guard may add to a
+(sub-hop time shifts, some with channel swap or sign flip; see ``lightsaft_infer.augment``) the guard may add to a
 window once every window's exact pass is secured; ``auto`` = all of them, the default where the grader runs
 (``AICROWD_IS_GRADING`` set), ``0`` elsewhere, so that trying the demo song stays quick.
 

@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(norbert); none: the network's own output")
         p.add_argument("--iterations", type=int, default=1, help="EM iterations of the wiener post-filter")
         p.add_argument("--shifts", type=int, default=0,
-                       help="augmented passes averaged with the plain one, as demucs' --shifts (half-hop shift, "
-                            "channel swap, sign flip, ...: docs/augmentation.md); each costs one more pass")
+                       help="augmented passes averaged with the plain one, as demucs' --shifts (sub-hop time "
+                            "shifts, some with channel swap or sign flip: docs/augmentation.md); each costs one more pass")
 
     p = sub.add_parser("separate", help="separate audio files into stems")
     p.add_argument("files", nargs="+", metavar="FILE")
