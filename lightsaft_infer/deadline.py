@@ -84,10 +84,6 @@ class _Scaled:
         return self.base.measured
 
     @property
-    def recent(self) -> list:
-        return [self.factor * r for r in self.base.recent]
-
-    @property
     def pessimistic(self) -> float:
         return self.factor * self.base.pessimistic
 

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from lightsaft_infer.augment import Pass
+from lightsaft_infer.augment import Pass, default_order
 from lightsaft_infer.evaluate import write_json
 
 EPS = 1e-7  # the MDX SDR's
@@ -112,7 +112,8 @@ def study(weights, songs, threads=None, progress=print) -> dict:
     from lightsaft_infer.mdx import mdx_sdr, reference_stem
 
     sep = _one_pass_separator(weights, threads)
-    order = candidates(sep.config.hop_length, sep.plan(0).trim)
+    trim = sep.plan(0).trim
+    order = candidates(sep.config.hop_length, trim)
     sources = sep.sources
     songs_out = []
     for i, song in enumerate(songs):
@@ -131,9 +132,9 @@ def study(weights, songs, threads=None, progress=print) -> dict:
                "IRM": {s: mdx_sdr(refs[s], e) for s, e in ideal_ratio_mask(mixture, refs, sep.stft).items()},
                "gram": {}, "gram_windows": {}, "energy_windows": {}, "domain": {}, "join_step": {}}  # fmt: skip
         for s in sources:
-            G, Gw, energy = gram(refs[s], [o[s] for o in outputs], bounds)
-            row["gram"][s], row["gram_windows"][s], row["energy_windows"][s] = G.tolist(), Gw.tolist(), energy.tolist()
             every = [o[s] for o in outputs]
+            G, Gw, energy = gram(refs[s], every, bounds)
+            row["gram"][s], row["gram_windows"][s], row["energy_windows"][s] = G.tolist(), Gw.tolist(), energy.tolist()
             wave = sum(every) / len(every)
             pair = [outputs[0][s], outputs[1 + order.index(Pass(shift=sep.config.hop_length // 2))][s]]
             row["domain"][s] = {"waveform": mdx_sdr(refs[s], wave),
@@ -148,12 +149,10 @@ def study(weights, songs, threads=None, progress=print) -> dict:
             row["join_step"][s] = {"plain": _join_step(outputs[0][s], joins), "every pass": _join_step(wave, joins),
                                    "alternating": _join_step(mixed, joins)}  # fmt: skip
         songs_out.append(row)
-        plain = np.mean([sdr_of(np.array(row["gram"][s]), sum(row["energy_windows"][s]), [0]) for s in sources])
-        every = np.mean([sdr_of(np.array(row["gram"][s]), sum(row["energy_windows"][s]), range(len(order) + 1))
-                         for s in sources])  # fmt: skip
-        progress(f"[{i + 1}/{len(songs)}] {row['song']}: plain {plain:.3f} dB, all {len(order)} passes {every:.3f} dB")
+        plain, all_passes = (np.mean(list(_song_sdr(row, sources, p).values())) for p in ([0], range(len(order) + 1)))
+        progress(f"[{i + 1}/{len(songs)}] {row['song']}: plain {plain:.3f} dB, all {len(order)} passes {all_passes:.3f} dB")
     return {"weights": os.fspath(weights or "default"), "sources": list(sources), "hop": sep.config.hop_length,
-            "trim": sep.plan(0).trim, "candidates": [p.name for p in order], "songs": songs_out}
+            "trim": trim, "candidates": [p.name for p in order], "songs": songs_out}
 
 
 # ---- scoring from a report ---------------------------------------------------------------------------------
@@ -289,7 +288,8 @@ def main(argv=None) -> int:
         p.error("give ROOT (to run) or --choose-on REPORT (to pick an order)")
     songs = song_folders(args.root, args.split)[: args.songs]
     report = study(args.weights, songs, args.threads)
-    order = list(range(1, len(report["candidates"]) + 1))
+    shipped = [p.name for p in default_order(report["hop"], report["trim"])]
+    order = indices(report, [n for n in shipped if n in report["candidates"]])  # "order, first n": the shipped one
     print(format_summary(summary(report, order), f"{args.root} {args.split}"))
     if args.json:
         write_json(report, args.json)
