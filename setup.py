@@ -32,7 +32,7 @@ setup(
     # regular (non-editable) install finds it from any folder.
     packages=["lightsaft_infer", "lightsaft_infer.default_model"],
     package_dir={"lightsaft_infer": "lightsaft_infer", "lightsaft_infer.default_model": "weights"},
-    package_data={"lightsaft_infer.default_model": ["default.safetensors", "default.onnx", "default.int8.xml",
+    package_data={"lightsaft_infer": ["catalogue.json"], "lightsaft_infer.default_model": ["default.safetensors", "default.onnx", "default.int8.xml",
                                                     "default.int8.bin", "MODEL_CARD.md"]},
     python_requires=">=3.9",
     install_requires=RUNTIME,

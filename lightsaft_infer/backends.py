@@ -297,6 +297,13 @@ def default_weights() -> pathlib.Path:
     return next((d / name for d in DEFAULT_WEIGHTS_DIRS if (d / name).is_file()), DEFAULT_WEIGHTS_DIRS[0] / name)
 
 
+def named_weights(value) -> pathlib.Path:
+    """A weight path, or a catalogue name's cached ``NAME.onnx`` (never downloads: :func:`.models.resolve`)."""
+    from .models import looks_like_path, resolve
+
+    return pathlib.Path(value if looks_like_path(value) else resolve(value))
+
+
 def module_available(name: str) -> bool:
     """Whether ``import name`` can work (without importing it)."""
     import importlib.util
@@ -335,7 +342,7 @@ def open_backend(path=None, backend: str = "auto", threads: int | None = None) -
     the pair is looked up beside it when the backend needs it. ``auto`` takes
     ONNX Runtime when ``NAME.onnx`` exists or torch is missing, else torch.
     """
-    path = pathlib.Path(path) if path is not None else default_weights()
+    path = named_weights(path if path is not None else default_weights())
     if backend not in BACKENDS + ("auto",):
         raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, not {backend!r}")
     st, ox = path.with_suffix(".safetensors"), path.with_suffix(".onnx")
@@ -375,7 +382,7 @@ def default_fast_backend(path=None, exact: str = "onnx") -> str | None:
     (:meth:`~.separator.Separator.drop_slower_paths`)."""
     from .cpu import has_bf16
 
-    path = pathlib.Path(path) if path is not None else default_weights()
+    path = named_weights(path if path is not None else default_weights())
     if module_available("openvino") and int8_path(path).is_file():
         return "openvino-int8"
     if openvino_bf16_available():

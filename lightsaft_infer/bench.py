@@ -209,6 +209,7 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
             _compare(entry, outputs, exact)
             report["songs"].append(entry)
     report["fits_240s_up_to_s"] = _longest_fitting(report)
+    _remember(weights, report, exact)
     printer(format_table(report))
     if json_path:
         with open(json_path, "w") as f:
@@ -216,6 +217,20 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
     if plot_path:
         plot(report, plot_path)
     return report
+
+
+def _remember(weights, report: dict, exact) -> None:
+    """A pulled model's exact-path RTF on the longest song timed, for ``lightsaft-infer models``."""
+    from . import cpu
+    from .models import record_bench
+
+    timed = [(e["duration_s"], e["paths"][exact]["rtf"]) for e in report["songs"] if e["paths"].get(exact, {}).get("ok")]
+    if timed:
+        duration, rtf = max(timed)
+        try:
+            record_bench(weights, rtf, duration, cpu.describe())
+        except OSError:  # a read-only cache costs the record, not the benchmark
+            pass
 
 
 def _compare(entry: dict, outputs: dict, exact) -> None:

@@ -3,6 +3,9 @@
     lightsaft-infer separate song.wav other.flac -o separated/
     lightsaft-infer batch music/ -o separated/ [--workers 2 | --scheduler tcp://host:8786] [--report]
     lightsaft-infer report separated/
+    lightsaft-infer models
+    lightsaft-infer pull lasaft-v2-light
+    lightsaft-infer separate song.wav -m lasaft-v2-light
     lightsaft-infer convert epoch=694.ckpt -o weights/mine.safetensors --onnx
     lightsaft-infer export weights/mine.safetensors
     lightsaft-infer info weights/mine.safetensors
@@ -57,7 +60,7 @@ def _separate(args) -> int:
             failed += 1
     if not readable:
         return 1
-    sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
+    sep = Separator.from_file(_weights(args), backend=args.backend, threads=args.threads, mode=args.mode,
                               overlap=args.overlap, trim=args.trim, batch_size=args.batch_size,
                               postfilter=args.postfilter, iterations=args.iterations, shifts=args.shifts)  # fmt: skip
     print(f"{PROG}: {sep.describe()}", file=sys.stderr)
@@ -83,6 +86,38 @@ def _separate(args) -> int:
         print(f"{path}: {result.duration:.1f} s separated in {result.wall:.1f} s (RTF {result.rtf:.2f}) "
               f"-> {os.path.join(args.out, song)}/")  # fmt: skip
     return 1 if failed else 0
+
+
+def _weights(args):
+    """``-w``/``-m`` as a weight file: a catalogue name is pulled on first use (with a progress bar)."""
+    from .models import resolve
+
+    value = args.weights or os.environ.get("LIGHTSAFT_WEIGHTS") or None
+    return resolve(value, pull_missing=True, progress=not getattr(args, "quiet", False), log=_say)
+
+
+def _say(line: str) -> None:
+    print(f"{PROG}: {line}", file=sys.stderr)
+
+
+def _models(args) -> int:
+    from .models import table
+
+    print(table())
+    return 0
+
+
+def _pull(args) -> int:
+    from .models import pull
+
+    if args.file and len(args.names) != 1:
+        raise LightsaftError(None, "--file verifies one checkpoint: name one model")
+    args.interrupted = "the partial download is kept; pull again to resume"
+    for name in args.names:
+        path = pull(name, file=args.file, config=args.config, mirror=args.mirror, force=args.force,
+                    progress=not args.quiet, log=_say)
+        print(f"{name}: {path}")
+    return 0
 
 
 def _convert(args) -> int:
@@ -123,6 +158,9 @@ def _export(args) -> int:
 
 
 def _info(args) -> int:
+    from .backends import named_weights
+
+    args.weights = os.fspath(named_weights(args.weights))
     if args.weights.endswith(".onnx"):
         from .export import onnx_config, onnx_session
 
@@ -147,7 +185,7 @@ def _bench(args) -> int:
         return _roofline(args)
     if args.plot:
         require("matplotlib", "plot", "bench --plot")
-    run_bench(args.weights, args.durations, args.backends, reference=args.reference, mode=args.mode,
+    run_bench(_weights(args), args.durations, args.backends, reference=args.reference, mode=args.mode,
               overlap=args.overlap, trim=args.trim, json_path=args.json, threads=args.threads, song_dir=args.song,
               reference_max=args.reference_max, plot_path=args.plot, postfilter=args.postfilter,
               iterations=args.iterations, shifts=args.shifts)  # fmt: skip
@@ -162,7 +200,7 @@ def _roofline(args) -> int:
     from .roofline import format_roofline, roofline
 
     require("onnx", "torch", "bench --roofline (it reads the export's shapes)")
-    onnx_path = pathlib.Path(args.weights or default_weights()).with_suffix(".onnx")
+    onnx_path = pathlib.Path(_weights(args) or default_weights()).with_suffix(".onnx")
     report = roofline(onnx_path, args.backends or ["onnx"], args.threads)
     print(format_roofline(report))
     if args.json:
@@ -177,7 +215,7 @@ def _evaluate(args) -> int:
     if not args.no_bss:
         require("museval", "eval", "BSS-Eval (evaluate without --no-bss)")
     song_folders(args.root, args.split)  # a bad folder is reported before the model loads
-    sep = Separator.from_file(args.weights, backend=args.backend, threads=args.threads, mode=args.mode,
+    sep = Separator.from_file(_weights(args), backend=args.backend, threads=args.threads, mode=args.mode,
                               overlap=args.overlap, trim=args.trim, postfilter=args.postfilter,
                               iterations=args.iterations, shifts=args.shifts)  # fmt: skip
     bar = None
@@ -218,7 +256,7 @@ def _batch(args) -> int:
         require("distributed", "dask", "--workers / --scheduler")
     if args.report:
         require("matplotlib", "plot", "--report (spectrogram images)")
-    options = {"weights": args.weights, "backend": args.backend, "threads": args.threads, "mode": args.mode,
+    options = {"weights": _weights(args), "backend": args.backend, "threads": args.threads, "mode": args.mode,
                "overlap": args.overlap, "trim": args.trim, "postfilter": args.postfilter,
                "iterations": args.iterations, "shifts": args.shifts}  # fmt: skip
     counts = run_batch(args.inputs, args.out, options, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
@@ -249,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_options(p):
-        p.add_argument("-w", "--weights", default=None, help="weight file (.safetensors or .onnx); default: weights/default.safetensors or $LIGHTSAFT_WEIGHTS")
+        p.add_argument("-w", "--weights", "-m", "--model", dest="weights", default=None,
+                       help="weight file (.safetensors or .onnx) or a model name from 'lightsaft-infer models' (pulled "
+                            "on first use); default: the default model, or $LIGHTSAFT_WEIGHTS")
         p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
                        help="onnx / torch: exact fp32; openvino-int8 / openvino-bf16 / torch-bf16: fast paths "
                             "(int8 / bfloat16, not exact); auto: onnx where the .onnx export exists")
@@ -293,6 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="a batch's output folder (with manifest.jsonl)")
     p.add_argument("--bench", default=None, help="a bench JSON whose plot the report shows")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("models", help="the authors' published networks: name, size, published SDR, cached or not")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("pull", help="download an authors' network by name, verify it to the byte, convert and cache it")
+    p.add_argument("names", nargs="+", metavar="NAME", help="names from 'lightsaft-infer models'")
+    p.add_argument("--file", default=None, help="a checkpoint fetched by hand: verify and convert it (offline machines)")
+    p.add_argument("--config", default=None, help="with --file, for LaSAFT-Net-v2-code networks: their config.yaml "
+                                                  "(default: found beside the file, else downloaded)")
+    p.add_argument("--mirror", default=None, help="a base URL serving <repository>/<commit>/<path> instead of the hosts")
+    p.add_argument("--force", action="store_true", help="pull again even if the model is cached")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_pull)
 
     p = sub.add_parser("convert", help="convert the authors' Lightning checkpoint (no pickled code is run)")
     p.add_argument("checkpoint")
@@ -371,8 +424,8 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {name + ': ' if name else ''}{(err.strerror or str(err)).lower()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:
-        print(f"{PROG}: {'terminated' if isinstance(err, Terminated) else 'interrupted'}; no partial stems were left",
-              file=sys.stderr)  # fmt: skip
+        note = getattr(args, "interrupted", "no partial stems were left")
+        print(f"{PROG}: {'terminated' if isinstance(err, Terminated) else 'interrupted'}; {note}", file=sys.stderr)
         code = 143 if isinstance(err, Terminated) else 130
         from .signals import leave
 

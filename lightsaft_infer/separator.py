@@ -131,6 +131,14 @@ class Separator:
         fast_backend = open_backend(path, fast, threads) if fast else None
         return cls(open_backend(path, backend, threads), threads=threads, fast=fast_backend, **options)
 
+    @classmethod
+    def from_pretrained(cls, name: str, pull: bool = True, progress: bool = False, **options) -> "Separator":
+        """One of the authors' networks by its catalogue name (``lightsaft-infer models``), pulled into the
+        cache and verified on first use unless ``pull`` is False; ``options`` as for :meth:`from_file`."""
+        from .models import resolve
+
+        return cls.from_file(resolve(name, pull_missing=pull, progress=progress), **options)
+
     @property
     def sources(self) -> tuple:
         return self.config.sources

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -147,3 +148,16 @@ def mdx_config():
     return ModelConfig(block="lightsaft", n_fft=2048, hop_length=1024, num_frame=256, n_blocks=9, internal_channels=16,
                        n_internal_layers=5, kernel_size_t=3, kernel_size_f=3, bn_factor=16, min_bn_units=16,
                        tfc_tdf_bias=False, num_tdfs=16, dk=64, embedding_dim=64)  # fmt: skip
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (needs root, as in CI; skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)])

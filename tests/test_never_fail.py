@@ -184,19 +184,6 @@ def test_truncated_flac_keeps_its_announced_length_with_a_warning(tmp_path, smal
     assert len(y) == 3 * SR and np.isfinite(y).all()  # the announced length, the damaged rest read as silence
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MB tmpfs (needs root, as in CI; skipped otherwise)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mount
-    subprocess.run(["umount", str(mount)])
-
-
 def test_a_full_disk_is_named_and_leaves_nothing(small_disk, tmp_path, small_weights, capsys, monkeypatch):
     song = tmp_path / "song.wav"
     sf.write(song, _song(3.0), SR)  # four 3 s float stems: 4.2 MB on a 1 MB disk
