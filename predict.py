@@ -46,7 +46,8 @@ except ImportError:
 
 from lightsaft_infer.chunking import DEFAULT_OVERLAP
 from lightsaft_infer.audio import audio_info, write_silence
-from lightsaft_infer.backends import BACKENDS, EXACT_BACKENDS, default_fast_backend, module_available, open_backend
+from lightsaft_infer.backends import (BACKENDS, EXACT_BACKENDS, default_fast_backend, default_weights,
+                                      module_available, open_backend)
 from lightsaft_infer.errors import LightsaftError
 from lightsaft_infer.files import check_writable as writable
 from lightsaft_infer.mdx import ROUND2_FACTOR, per_song_timeout
@@ -61,15 +62,71 @@ LONG_SONG_S = 600.0
 FAST_BACKENDS = tuple(b for b in BACKENDS if b not in EXACT_BACKENDS)
 
 
-def fast_backend(exact: str, weights=None) -> str | None:
-    """The fast path the guard may use: ``$LIGHTSAFT_FAST`` (``none``, a backend name, or ``auto``).
+def setting(name: str, parse, default, warnings: list):
+    """``$name`` parsed by ``parse``, or ``default`` (unset, or unusable: a bad tuning setting costs tuning, never
+    the submission; the warning says so)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return parse(raw.strip())
+    except (ValueError, TypeError) as err:
+        warnings.append(f"{name}={raw!r:.60} is not usable ({err}); using the default, {default!r}")
+        return default
+
+
+def choice(*allowed):
+    def parse(value):
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def number(kind, low, high):
+    def parse(value):
+        x = kind(value)
+        if not (low <= x <= high):  # also refuses NaN
+            raise ValueError(f"expected {low} to {high}")
+        return x
+
+    return parse
+
+
+def tuning(warnings: list) -> dict:
+    """Every ``LIGHTSAFT_*`` setting of predict.py, each checked on its own."""
+    from lightsaft_infer.chunking import MODES
+    from lightsaft_infer.postfilter import POSTFILTERS
+    from lightsaft_infer.threads import cpu_threads, granted
+
+    threads = setting("LIGHTSAFT_NUM_THREADS", lambda v: cpu_threads(int(v)), None, warnings)
+    raw_threads = os.environ.get("LIGHTSAFT_NUM_THREADS", "").strip()
+    if threads is not None and raw_threads.isdigit() and int(raw_threads) > threads:
+        warnings.append(f"LIGHTSAFT_NUM_THREADS={raw_threads} capped at the {granted()} threads this process is granted")
+    return {
+        "backend": setting("LIGHTSAFT_BACKEND", choice("auto", *EXACT_BACKENDS, *FAST_BACKENDS), "auto", warnings),
+        "fast": setting("LIGHTSAFT_FAST", choice("auto", "none", *FAST_BACKENDS), "auto", warnings),
+        "mode": setting("LIGHTSAFT_MODE", choice(*MODES), "overlap", warnings),
+        "overlap": setting("LIGHTSAFT_OVERLAP", number(float, 0.0, 0.9), DEFAULT_OVERLAP, warnings),
+        "trim": setting("LIGHTSAFT_TRIM", number(int, 0, 1 << 20), None, warnings),
+        "postfilter": setting("LIGHTSAFT_POSTFILTER", choice(*POSTFILTERS), "none", warnings),
+        "iterations": setting("LIGHTSAFT_ITERATIONS", number(int, 1, 10), 1, warnings),
+        "shifts": setting("LIGHTSAFT_SHIFTS", lambda v: v if v == "auto" else number(int, 0, 64)(v),
+                          "auto" if os.environ.get("AICROWD_IS_GRADING") else 0, warnings),
+        "threads": threads,
+    }
+
+
+def fast_backend(exact: str, weights=None, choice: str | None = None) -> str | None:
+    """The fast path the guard may use: ``choice`` (default ``$LIGHTSAFT_FAST``: ``none``, a backend name, or ``auto``).
 
     ``auto`` takes ``openvino-int8`` where OpenVINO is installed and the weights have their int8
     model (``NAME.int8.xml``: about 2.8x the exact path on the 2-core EPYC, -0.163 dB mean MDX SDR), else
     ``openvino-bf16`` on a CPU that computes in bfloat16 (1.5x), else ``torch-bf16`` behind the
     torch backend (no faster than ONNX Runtime's fp32 on that CPU, so never behind it).
     """
-    choice = os.environ.get("LIGHTSAFT_FAST", "auto")
+    choice = choice or os.environ.get("LIGHTSAFT_FAST", "auto")
     if choice == "none" or exact in FAST_BACKENDS:
         return None
     if choice != "auto":
@@ -77,7 +134,7 @@ def fast_backend(exact: str, weights=None) -> str | None:
     return default_fast_backend(weights, exact)
 
 
-def fast_needed(separator: Separator) -> bool:
+def fast_needed(separator: Separator, choice: str | None = None) -> bool:
     """Whether the exact path, at the speed measured at setup, would miss the budget of a ``LONG_SONG_S`` song.
 
     Compiling a fast path costs 3-8 s of setup, so ``auto`` loads it only where it may be needed
@@ -85,22 +142,86 @@ def fast_needed(separator: Separator) -> bool:
     measurement is already pessimistic (its one window pays first-call costs: 1.75-1.86 s against
     ~1.5 s per window in whole songs, 2026-11-22), and during a song the guard keeps its own margin.
     """
-    return os.environ.get("LIGHTSAFT_FAST", "auto") != "auto" or exact_could_miss(separator)
+    return (choice or os.environ.get("LIGHTSAFT_FAST", "auto")) != "auto" or exact_could_miss(separator)
 
 
-def shifts_setting(limit: int) -> int:
-    """``LIGHTSAFT_SHIFTS`` as a number of passes, at most ``limit`` (what the chunking offers): ``auto`` is
-    ``limit``; unset, ``auto`` while grading (spare budget is spent on accuracy) and 0 otherwise."""
-    value = os.environ.get("LIGHTSAFT_SHIFTS") or ("auto" if os.environ.get("AICROWD_IS_GRADING") else "0")
-    if value == "auto":
-        return limit
-    try:
-        shifts = int(value)
-    except ValueError:
-        shifts = -1
-    if not 0 <= shifts <= limit:
-        raise ValueError(f"LIGHTSAFT_SHIFTS must be auto or a number from 0 to {limit}, not {value!r}")
-    return shifts
+def shifts_setting(limit: int, value=None) -> int:
+    """The most augmented passes, at most ``limit`` (what the chunking offers): ``auto`` is ``limit``; unset,
+    ``auto`` while grading (spare budget is spent on accuracy) and 0 otherwise. A number above ``limit`` is
+    ``limit``."""
+    if value is None:
+        warnings = []
+        value = tuning(warnings)["shifts"]
+        for line in warnings:
+            print(f"predict.py: warning: {line}", file=sys.stderr, flush=True)
+    return limit if value == "auto" else min(int(value), limit)
+
+
+class NoNetwork:
+    """Stands in for the network when no backend can load these weights here: the separator then only fills
+    (the mixture divided among the stems), so that every song still gets four valid stems."""
+
+    name = "none"
+
+    def __init__(self, config, reason: str):
+        self.config, self.reason = config, reason
+
+    def __call__(self, spec):
+        raise LightsaftError(None, f"no backend could load the model ({self.reason})")
+
+
+def model_config(weights):
+    """The weights' configuration, read without compiling anything (the safetensors header or the ONNX
+    metadata): what setup needs to know the model when no backend can run it."""
+    import pathlib
+
+    from lightsaft_infer.backends import named_weights
+    from lightsaft_infer.export import read_onnx_config
+    from lightsaft_infer.weights import read_config
+
+    from lightsaft_infer.errors import WeightFileError
+
+    path = pathlib.Path(named_weights(weights) if weights else default_weights())
+    st, ox = path.with_suffix(".safetensors"), path.with_suffix(".onnx")
+    if not path.is_file():
+        raise WeightFileError(path, "no such weight file")
+    return read_config(st) if st.is_file() else read_onnx_config(ox)
+
+
+def exact_candidates(backend: str, weights) -> list:
+    """The exact backends to try in order: the one asked for (``auto``: as the CLI resolves it), then the others
+    this machine has, so that an engine that cannot load here costs its speed, not the submission."""
+    order = [] if backend == "auto" else [backend]
+    order += ["onnx", "openvino", "torch"]
+    available = {"onnx": True, "openvino": module_available("openvino"), "torch": module_available("torch")}
+    return [b for i, b in enumerate(order) if b not in order[:i] and (available.get(b, True) or b == backend)]
+
+
+def load_separator(weights, settings: dict, notes: list) -> Separator:
+    """The exact path for ``weights``, falling back from backend to backend (each failure one note); a
+    fill-only separator when none loads. Weights that cannot be read at all stop setup (one line)."""
+    config = model_config(weights)  # unusable weights: WeightFileError, the caller's one line
+    options = {k: settings[k] for k in ("mode", "overlap", "trim", "postfilter", "iterations")}
+    failures = []
+    for backend in exact_candidates(settings["backend"], weights):
+        try:
+            try:
+                separator = Separator.from_file(weights, backend=backend, threads=settings["threads"], **options)
+            except ValueError as err:  # settings this model's chunking refuses: tuning, not the submission
+                notes.append(f"warning: {err}; using the default chunking and post-filter")
+                options = {"mode": "overlap", "overlap": DEFAULT_OVERLAP, "trim": None, "postfilter": "none",
+                           "iterations": 1}  # fmt: skip
+                separator = Separator.from_file(weights, backend=backend, threads=settings["threads"], **options)
+            separator.calibrate()  # warm-up, and the speed the deadline guard starts from
+            if failures:
+                notes.append("exact path fell back: " + "; ".join(failures))
+            return separator
+        except Exception as err:  # any engine's own error: the next one
+            failures.append(f"{backend} cannot run here ({' '.join(str(err).split())[:200]})")
+    reason = "; ".join(failures)
+    notes.append(f"WARNING: no backend could load the model ({reason}); every song gets the mixture divided "
+                 "among the stems")
+    return Separator(NoNetwork(config, reason))
 
 
 def describe_windows(windows: dict) -> str:
@@ -151,9 +272,9 @@ def song_deadline(start: float, duration: float) -> tuple[float, float]:
     return start + budget - max(RESERVE_S, RESERVE_FRACTION * budget), budget
 
 
-def fast_unavailable_reason(exact: str) -> str | None:
+def fast_unavailable_reason(exact: str, choice: str | None = None) -> str | None:
     """Why ``LIGHTSAFT_FAST=auto`` found no fast path, for the setup line (None when it found one)."""
-    if os.environ.get("LIGHTSAFT_FAST", "auto") == "none" or exact in FAST_BACKENDS:
+    if (choice or os.environ.get("LIGHTSAFT_FAST", "auto")) == "none" or exact in FAST_BACKENDS:
         return None
     if not module_available("openvino"):
         return "no fast path: OpenVINO is not installed (pip install 'lightsaft-infer[openvino]')"
@@ -179,37 +300,42 @@ class LightSAFTPredictor(MusicDemixingPredictor):
         start = time.perf_counter()
         check_writable(getattr(self, "results_data_path", None) or os.path.join(os.getcwd(), "data", "results"))
         self.failed = {}
-        backend = os.environ.get("LIGHTSAFT_BACKEND", "auto")
+        warnings, notes = [], []
+        settings = tuning(warnings)
+        for line in warnings:
+            print(f"predict.py: warning: {line}", file=sys.stderr, flush=True)
         weights = os.environ.get("LIGHTSAFT_WEIGHTS") or None
+        chosen = note = None
         try:
-            self.separator = Separator.from_file(
-                weights,
-                backend=backend,
-                mode=os.environ.get("LIGHTSAFT_MODE", "overlap"),
-                overlap=float(os.environ.get("LIGHTSAFT_OVERLAP", DEFAULT_OVERLAP)),
-                trim=int(os.environ["LIGHTSAFT_TRIM"]) if os.environ.get("LIGHTSAFT_TRIM") else None,
-                postfilter=os.environ.get("LIGHTSAFT_POSTFILTER", "none"),
-                iterations=int(os.environ.get("LIGHTSAFT_ITERATIONS", "1")),
-            )
-            self.separator.shifts = shifts_setting(len(self.separator.augmentations))
-            self.separator.calibrate()  # warm-up, and the speed the deadline guard starts from
-            chosen = choose_exact(self.separator, weights, backend)
-            fast = fast_backend(self.separator.backend.name, weights)
-            note = None if fast else fast_unavailable_reason(self.separator.backend.name)
-            if fast and fast_needed(self.separator):
-                self.separator.add_fast(open_backend(weights, fast))
-                self.separator.calibrate(["fast"])
-                if self.separator.drop_slower_paths():  # chosen by measurement: never a "fast" path that is slower
-                    note = f"{fast} not used: measured no faster than the exact path on this CPU"
+            self.separator = load_separator(weights, settings, notes)
+        except (LightsaftError, ValueError) as err:  # the weights themselves: nothing to separate with
+            raise SystemExit(f"predict.py: error: {err}") from None
+        self.no_network = isinstance(self.separator.backend, NoNetwork)
+        if not self.no_network:
+            self.separator.shifts = shifts_setting(len(self.separator.augmentations), settings["shifts"])
+            try:
+                chosen = choose_exact(self.separator, weights, settings["backend"])
+            except Exception as err:  # the other engine cannot run here: keep the one that does
+                chosen = f"openvino not timed: it cannot run here ({' '.join(str(err).split())[:200]})"
+            fast = fast_backend(self.separator.backend.name, weights, settings["fast"])
+            note = None if fast else fast_unavailable_reason(self.separator.backend.name, settings["fast"])
+            if fast and fast_needed(self.separator, settings["fast"]):
+                try:
+                    self.separator.add_fast(open_backend(weights, fast, settings["threads"]))
+                    self.separator.calibrate(["fast"])
+                    if self.separator.drop_slower_paths():  # chosen by measurement: never a slower "fast" path
+                        note = f"{fast} not used: measured no faster than the exact path on this CPU"
+                except Exception as err:  # a fast path that cannot run costs speed, never the run
+                    self.separator.paths.pop("fast", None)
+                    self.separator.costs.pop("fast", None)
+                    note = f"no fast path: {fast} cannot run here ({' '.join(str(err).split())[:200]})"
             elif fast:
                 note = f"{fast} not loaded: the exact path fits a {LONG_SONG_S / 60:.0f}-minute song's budget"
-        except (LightsaftError, ValueError) as err:
-            raise SystemExit(f"predict.py: error: {err}") from None
         costs = self.separator.costs
         speeds = ", ".join(f"{k} {v:.2f} s/window" for k, v in costs.items())
-        notes = "".join(f"; {n}" for n in (chosen, note) if n)
+        extra = "".join(f"; {n}" for n in (chosen, note, *notes) if n)
         print(f"setup: {self.separator.describe()} loaded and warmed up in {time.perf_counter() - start:.1f} s "
-              f"({speeds}){notes}", flush=True)
+              f"({speeds}){extra}", flush=True)
 
     def prediction(self, mixture_file_path, bass_file_path, drums_file_path, other_file_path, vocals_file_path):
         start = time.perf_counter()
@@ -220,6 +346,15 @@ class LightSAFTPredictor(MusicDemixingPredictor):
         except Exception:  # the separator reports the file's problem in one line
             info = None
         deadline, budget = song_deadline(start, info.duration if info else 0.0)
+        if getattr(self, "no_network", False):  # set by prediction_setup
+            try:
+                self.separator.fill_file(mixture_file_path, paths)
+            except Exception as err:
+                self._failed(song, err, paths, info)
+                return
+            print(f"{song}: {time.perf_counter() - start:.1f} s; budget {budget:.0f} s; FILLED: no backend could "
+                  "load the model (see setup)", flush=True)
+            return
         try:
             result = self.separator.separate_file(mixture_file_path, paths, deadline=deadline)
         except Exception as err:  # one song's failure is that song's, never the run's

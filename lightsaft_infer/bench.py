@@ -74,7 +74,7 @@ def _measure(kind, weights, song, out_dir, options, queue):
             from .threads import cpu_threads
             from .weights import load_weights
 
-            torch.set_num_threads(options.get("threads") or cpu_threads())
+            torch.set_num_threads(cpu_threads(options.get("threads")))
             config, tensors = load_weights(os.path.splitext(weights)[0] + ".safetensors")
             net = build_network(config, tensors)
             setup = time.perf_counter() - start

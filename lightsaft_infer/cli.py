@@ -402,6 +402,17 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def _check_threads(args) -> None:
+    """Refuse a nonsense ``--threads`` before any work, and say so when it is capped at what the CPU grants."""
+    requested = getattr(args, "threads", None)
+    if requested is None:
+        return
+    from .threads import cpu_threads, granted
+
+    if cpu_threads(requested) < requested:
+        _say(f"warning: --threads {requested} capped at the {granted()} CPU thread{'s' * (granted() != 1)} this process is granted")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import signal
@@ -410,6 +421,7 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        _check_threads(args)
         return args.func(args)
     except (LightsaftError, ValueError) as err:
         if args.debug:

@@ -10,7 +10,7 @@ window batch the guard plans the rest of the song with the expected cost of each
    is left over stays their buffer instead of buying upgrades).
 
 The batch takes a path the plan gives it (planned paths are timed early and interleaved, so that
-every estimate stays fresh; the fill comes at the end and, once begun, goes on), provided that this
+every estimate stays fresh; the fill comes at the end, and gives back what it saves), provided that this
 batch at a *pessimistic* cost, plus the fill for every window after it, still ends before the
 deadline: whatever happens, the song is always finished in time. Planning again before every batch
 spends what earlier windows saved and takes back what they overran, so the song finishes with a
@@ -116,6 +116,8 @@ class DeadlineGuard:
         self.fill_own = self.fill.mean  # what the fill itself computes per window, without reading and writing
         self.tail = 0.0  # seconds reserved for the work after the last window
         self.used: dict = {}
+        #: One line per path dropped during the song (its backend failed), for the song's warnings.
+        self.failures: list = []
 
     @property
     def costs(self) -> dict:
@@ -125,6 +127,15 @@ class DeadlineGuard:
     @property
     def fill_cost(self) -> float:
         return self.fill.mean
+
+    def drop(self, path: str, why: str) -> None:
+        """Stop using ``path`` and every tier built on it (``exact+2`` on ``exact``) for the rest of the song:
+        its backend failed. The next most accurate path takes its windows, the fill if none is left."""
+        for name in [n for n in self.paths if n.partition("+")[0] == path]:
+            del self.paths[name]
+        if self.secure is not None and self.secure not in self.paths:
+            self.secure = None
+        self.failures.append(f"the {path} path failed ({why}); its windows went to the next path")
 
     def reserve(self, seconds: float) -> None:
         """Keep ``seconds`` free before the deadline for what follows the last window."""
@@ -145,7 +156,7 @@ class DeadlineGuard:
         mean = {n: c.mean if c.measured else c.pessimistic for n, c in self.paths.items()}
         counts = dict.fromkeys(names, 0)
         budget = left - remaining * fill  # beyond filling everything
-        if budget <= 0 or remaining <= 0:
+        if budget <= 0 or remaining <= 0 or not names:
             counts[None] = max(remaining, 0)
             return counts
         if math.isinf(budget):  # no deadline
@@ -184,8 +195,9 @@ class DeadlineGuard:
 
     def choose(self, remaining: int, batch: int = 1):
         """Path for the next ``batch`` of ``remaining`` windows, or ``None`` for the fill."""
-        if "fill" in self.used:  # the fill, once begun, goes on to the end: it is the song's tail, not a gap
-            return None
+        # The fill is planned last, but a window filled does not end the song's network windows: when the
+        # fill turns out cheaper than planned (its first estimate carries the reading and resampling of a
+        # network window), the time it saved goes back to network windows.
         left = self.left()
         plan = self.plan(remaining, left)
         after = max(remaining - batch, 0) * self.fill.pessimistic  # the fill must always fit for the rest
@@ -193,6 +205,12 @@ class DeadlineGuard:
         def safe(cost):
             return batch * cost.pessimistic + after <= left
 
+        # With augmented passes on, the secured path (exact) is timed first where it is safe: timing a faster
+        # path first would spend a window on it that the exact pass's real cost may well have afforded, and
+        # every window's exact pass comes before any pass is bought.
+        secure = self.paths.get(self.secure) if self.secure else None
+        if secure is not None and not secure.measured and safe(secure):
+            return self.secure
         # A path the plan needs but this song has not timed yet is timed now, while a misjudged setup
         # estimate can still be made up for (the order of windows does not change the plan's totals);
         # the fastest first, since it tells how many windows the budget can carry at all.

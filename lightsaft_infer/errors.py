@@ -28,3 +28,8 @@ class WeightFileError(LightsaftError):
 
 class UnsafeCheckpointError(WeightFileError):
     """A checkpoint whose pickle asks for anything but tensors and plain containers."""
+
+
+class BackendFailed(LightsaftError):
+    """A backend raised while running a window (a runtime's own error): under a deadline the window is
+    taken by the next path instead; without one it is the caller's error."""

@@ -121,7 +121,7 @@ def roofline(onnx_path, backends=("onnx",), threads: int | None = None, repeats:
     from .cpu import describe
     from .threads import cpu_threads
 
-    threads = threads or cpu_threads()
+    threads = cpu_threads(threads)
     work = window_flops(onnx_path)
     peak = gemm_peak(threads)
     paths = {}

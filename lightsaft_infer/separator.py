@@ -17,6 +17,7 @@ cheap fill, so that the stems are always written in time.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 
@@ -28,7 +29,8 @@ from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_for, window_batches
 from .deadline import DeadlineGuard
 from .resample import MAX_RATE, MIN_RATE, ResampledReader, ResampledWriter
 from .signals import interruptible
-from .errors import WeightFileError
+from .threads import cpu_threads
+from .errors import BackendFailed, LightsaftError, WeightFileError
 from . import augment
 from . import postfilter as postfilters
 from .stft import STFT
@@ -71,7 +73,7 @@ class Separator:
         self.batch_size = batch_size
         postfilters.check(postfilter, iterations)  # see .postfilter: none keeps the authors' output
         self.postfilter, self.iterations = postfilter, int(iterations)
-        self.stft = STFT(self.config.n_fft, self.config.hop_length, workers=threads or 1)
+        self.stft = STFT(self.config.n_fft, self.config.hop_length, workers=cpu_threads(threads) if threads else 1)
         trim = self.plan(0).trim  # validates the chunking now
         #: Augmented passes (:mod:`.augment`) in the order they are added; ``shifts`` of them are averaged with
         #: the plain pass on the exact path (without a deadline), or at most that many as the budget allows.
@@ -243,7 +245,8 @@ class Separator:
                 writer.commit()
             warnings = list(reader.warnings)
         t2 = time.perf_counter()
-        return FileResult(os.fspath(mixture_path), n / rate, 0.0, t1 - t0, t2 - t1, dict(guard.used), warnings)
+        return FileResult(os.fspath(mixture_path), n / rate, 0.0, t1 - t0, t2 - t1, dict(guard.used),
+                          warnings + guard.failures)
 
     def fill_file(self, mixture_path, stem_paths: dict, subtype: str = "FLOAT") -> None:
         """Write the mixture divided among the sources to each of ``{source: path}``, in blocks, all-or-nothing:
@@ -324,7 +327,7 @@ class Separator:
                 total += augmentation.undo(self._run_batch(path, augmentation.apply(windows)))
             return total / (1 + extra)
         spec = self.stft.analyse(windows)  # (b, 4, T, F)
-        out = interruptible(self.paths[name], spec)  # SIGTERM is answered during the window, not after it
+        out = interruptible(_guarded_call, self.paths[name], spec)  # SIGTERM is answered during the window
         if not np.isfinite(out).all():  # NaN stems are an error, never a result
             raise WeightFileError(getattr(self.paths[name], "path", None),
                                   "the model produced NaN or infinite values; its weights are unusable")
@@ -339,9 +342,16 @@ class Separator:
         ola = OverlapAdd(plan, len(self.sources), 2)
         t = time.perf_counter()
         for first, windows in window_batches(read, plan, self.batch_size, channels=2):
-            name = guard.choose(plan.n_windows - first, len(windows))
-            network = time.perf_counter()
-            waves = self._run_batch(name, windows)
+            while True:
+                name = guard.choose(plan.n_windows - first, len(windows))
+                network = time.perf_counter()
+                try:
+                    waves = self._run_batch(name, windows)
+                    break
+                except BackendFailed as err:
+                    if name is None or not math.isfinite(guard.deadline):  # no deadline: the caller's error
+                        raise
+                    guard.drop(untier(name)[0], err.problem)  # under a deadline: the window takes the next path
             network = time.perf_counter() - network
             for j, y in enumerate(waves):
                 sink(ola.add(first + j, y))
@@ -352,6 +362,19 @@ class Separator:
             t = end
             if progress is not None:
                 progress(first + len(waves), plan.n_windows)
+
+
+def _guarded_call(backend, spec):
+    """``backend(spec)``, its runtime's own errors as :class:`BackendFailed` (raised where the call runs, so
+    that a signal or the harness's alarm in the waiting thread is never mistaken for one)."""
+    try:
+        return backend(spec)
+    except LightsaftError:
+        raise
+    except Exception as err:  # ONNX Runtime's, OpenVINO's and torch's own exception types
+        from .export import runtime_reason
+
+        raise BackendFailed(getattr(backend, "path", None), f"{backend.name}: {runtime_reason(err, 300)}") from err
 
 
 def tier(path: str, shifts: int) -> str:

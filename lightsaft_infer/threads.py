@@ -29,14 +29,8 @@ def _cgroup_quota() -> float | None:
     return None
 
 
-def cpu_threads() -> int:
-    """``$LIGHTSAFT_NUM_THREADS`` if set, else min(CPU affinity, cgroup quota), at least 1."""
-    value = os.environ.get(ENV)
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ValueError(f"{ENV} must be an integer, not {value!r}") from None
+def granted() -> int:
+    """Threads this process may really run at once: min(CPU affinity, cgroup quota), at least 1."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -45,3 +39,18 @@ def cpu_threads() -> int:
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
     return max(1, n)
+
+
+def cpu_threads(requested: int | None = None) -> int:
+    """``requested`` threads (else ``$LIGHTSAFT_NUM_THREADS``, else :func:`granted`), capped at :func:`granted`:
+    more threads than the CPUs granted only contend for them (and 100,000 would exhaust memory)."""
+    value = requested if requested is not None else os.environ.get(ENV) or None
+    if value is None:
+        return granted()
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{ENV} must be a whole number of threads, not {value!r:.40}") from None
+    if n < 1:
+        raise ValueError(f"the number of threads must be at least 1, not {n}")
+    return min(n, granted())
