@@ -1,7 +1,7 @@
 from setuptools import setup
 
 RUNTIME = ["numpy>=1.22", "scipy>=1.8", "soundfile>=0.12", "onnxruntime>=1.15", "tqdm>=4.60", "safetensors>=0.4",
-           "soxr>=0.3"]
+           "soxr>=0.3", "pyyaml>=5.4"]  # pyyaml: the LaSAFT-Net-v2 networks' config.yaml (convert, pull)
 EXTRAS = {
     # the deadline guard's fast paths (openvino-int8, openvino-bf16)
     "openvino": ["openvino>=2024.0"],

@@ -17,6 +17,7 @@ import json
 import os
 import re
 
+from .configs import FAMILIES
 from .errors import LightsaftError
 
 FORMAT = "lightsaft-infer-catalogue"
@@ -30,7 +31,6 @@ MAX_BLOB_BYTES = 100 << 20
 MAX_CONFIG_BYTES = 64 << 10
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
-_FAMILIES = ("lasaft-v1", "lasaft-v2")
 _SOURCES = ("vocals", "drums", "bass", "other")
 
 
@@ -187,8 +187,8 @@ def _parse(data, path) -> Catalogue:
         name = d["name"]
         if not isinstance(name, str) or not _NAME.match(name) or name in entries:
             raise ValueError(f"model name {name!r:.80} is not a unique lowercase name")
-        if d["family"] not in _FAMILIES:
-            raise ValueError(f"{name}: family {d['family']!r:.40} is not one of {_FAMILIES}")
+        if d["family"] not in FAMILIES:
+            raise ValueError(f"{name}: family {d['family']!r:.40} is not one of {sorted(FAMILIES)}")
         checkpoint = _file(d)
         config = _file(d["config"]) if d.get("config") is not None else None
         if (d["family"] == "lasaft-v2") != (config is not None):

@@ -150,6 +150,20 @@ def plan_chunks(
     return ChunkPlan(length, window, trim, fade, stride, n_windows)
 
 
+def describe_plan(plan: ChunkPlan) -> str:
+    """What a chunk plan does, for people (the per-song line, ``--help``)."""
+    if plan.scheme == "authors-v2":
+        return (f"the LaSAFT-Net-v2 code's chunking: trim {plan.trim}, windows overlapping by half, summed at "
+                f"weight {AUTHORS_V2_OVERLAP:g}")
+    return f"trim {plan.trim}" + (f", cross-fade {plan.fade} samples" if plan.fade else ", no cross-fade")
+
+
+#: ``--mode authors`` in words, for both code bases (trims are rounded up to whole hops: hop 1024 -> 8192, 5120).
+AUTHORS_HELP = (f"'authors' = each code base's own chunking: v1 networks trim {AUTHORS_TRIM} samples, no cross-fade; "
+                f"LaSAFT-Net-v2 networks trim {AUTHORS_V2_TRIM} rounded up to whole hops (5120 at hop 1024), windows "
+                f"overlapping by half, summed at weight {AUTHORS_V2_OVERLAP:g}")
+
+
 def plan_for(config, length: int, mode: str = "overlap", overlap: float = DEFAULT_OVERLAP, trim: int | None = None) -> ChunkPlan:
     """:func:`plan_chunks` for a network ``config``: its window and hop, and ``authors`` meaning the chunking of
     its own code base (``config.authors_chunking``)."""

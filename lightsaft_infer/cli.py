@@ -21,7 +21,7 @@ import os
 import sys
 
 from .backends import BACKENDS, module_available
-from .chunking import DEFAULT_OVERLAP, DEFAULT_TRIM, MODES
+from .chunking import AUTHORS_HELP, DEFAULT_OVERLAP, DEFAULT_TRIM, MODES
 from .errors import LightsaftError
 from .postfilter import POSTFILTERS
 
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="onnx / torch: exact fp32; openvino-int8 / openvino-bf16 / torch-bf16: fast paths "
                             "(int8 / bfloat16, not exact); auto: onnx where the .onnx export exists")
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the CPU quota granted)")
-        p.add_argument("--mode", default="overlap", choices=MODES, help="'authors' = their MDX chunking (trim 8192, no cross-fade)")
+        p.add_argument("--mode", default="overlap", choices=MODES, help=AUTHORS_HELP)
         p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="cross-faded fraction of each window (overlap mode)")
         p.add_argument("--trim", type=int, default=None,
                        help=f"samples of context dropped at each window edge (overlap mode; default {DEFAULT_TRIM})")

@@ -194,27 +194,9 @@ class ModelConfig(ConfigSizes):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path=None) -> "ModelConfig":
-        """Build from our own dictionary (or another family's: see :mod:`.config_v2`); raise
-        :class:`WeightFileError` naming ``path``."""
-        if cls is ModelConfig and d.get("family", cls.family) != cls.family:
-            from .config_v2 import FAMILIES
-
-            if not isinstance(d["family"], str) or d["family"] not in FAMILIES:
-                raise WeightFileError(path, f"model family {d['family']!r:.40} is not one of {sorted(FAMILIES)}")
-            return FAMILIES[d["family"]].from_dict(d, path)
+        """Build from our own dictionary; raise :class:`WeightFileError` naming ``path`` (a file of any family:
+        :func:`.configs.from_dict`)."""
         return cls._from_fields(d, path)
-
-    @classmethod
-    def from_json(cls, text: str | None, path=None) -> "ModelConfig":
-        if not text:
-            raise WeightFileError(path, "carries no model configuration (metadata key 'config' is missing)")
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise WeightFileError(path, f"model configuration is not valid JSON ({err})") from None
-        if not isinstance(d, dict):
-            raise WeightFileError(path, "model configuration is not a JSON object")
-        return cls.from_dict(d, path)
 
     @classmethod
     def from_hyper_parameters(cls, hp: Mapping[str, Any], block: str, path=None) -> "ModelConfig":

@@ -74,6 +74,3 @@ class V2Config(ConfigSizes):
     def from_dict(cls, d: Mapping[str, Any], path=None) -> "V2Config":
         return cls._from_fields(d, path)
 
-
-#: ``family`` value of a weight file's configuration -> its class (v1 files carry no family).
-FAMILIES = {FAMILY: V2Config}

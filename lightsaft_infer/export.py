@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
+from . import configs
 from .config import ModelConfig
 from .errors import WeightFileError
 from .files import atomic_path, make_dirs, publish, remove_empty
@@ -91,7 +92,7 @@ def onnx_config(session, path) -> ModelConfig:
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get("format") != FORMAT:
         raise WeightFileError(path, f"not a {FORMAT} ONNX export (metadata 'format' is {meta.get('format')!r})")
-    return ModelConfig.from_json(meta.get("config"), path)
+    return configs.from_json(meta.get("config"), path)
 
 
 def read_onnx_config(path) -> ModelConfig:

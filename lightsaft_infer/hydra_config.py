@@ -121,9 +121,33 @@ def find_config(checkpoint, config=None):
     return None
 
 
+def _loader():
+    """PyYAML's pure-Python safe loader, refusing aliases: the authors' files use none (Hydra writes ``${...}``
+    references instead), and an alias is how a 4 kB file expands to gigabytes (nested aliases) or never ends
+    (an alias inside its own anchor)."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasRefused(f"uses a YAML alias (*{event.anchor} at line {event.start_mark.line + 1}); "
+                                    "an authors' config.yaml has none, and aliases can expand without bound")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+class _AliasRefused(Exception):
+    pass
+
+
 def read_hydra_config(path) -> V2Config:
     """The network described by an authors' ``config.yaml``, or one :class:`WeightFileError` line naming it."""
-    import yaml
+    try:
+        import yaml
+    except ImportError:
+        raise WeightFileError(path, "reading a LaSAFT-Net-v2 config.yaml needs PyYAML: pip install pyyaml") from None
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -139,9 +163,11 @@ def read_hydra_config(path) -> V2Config:
         text = raw.decode("utf-8")
         # the pure-Python safe loader: plain scalars, lists and mappings only, and deep nesting ends in a
         # RecursionError (libyaml's C parser overflows its stack on "[" * 50000 and takes the process down)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=_loader())
     except UnicodeDecodeError:
         raise WeightFileError(path, "is not UTF-8 text") from None
+    except _AliasRefused as err:
+        raise WeightFileError(path, str(err)) from None
     except (yaml.YAMLError, RecursionError, ValueError, TypeError) as err:
         raise WeightFileError(path, f"is not valid YAML ({' '.join(str(err).split())[:160]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):

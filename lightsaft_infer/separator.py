@@ -25,7 +25,7 @@ import numpy as np
 
 from .audio import AudioReader, StemWriter, check_audio, check_space
 from .backends import Backend, open_backend
-from .chunking import DEFAULT_OVERLAP, OverlapAdd, plan_for, window_batches
+from .chunking import DEFAULT_OVERLAP, OverlapAdd, describe_plan, plan_for, window_batches
 from .deadline import DeadlineGuard
 from .resample import MAX_RATE, MIN_RATE, ResampledReader, ResampledWriter
 from .signals import interruptible
@@ -50,8 +50,9 @@ class Separator:
 
     ``mode`` is ``"overlap"`` (``trim`` samples of context dropped per window
     edge, ``overlap`` fraction cross-faded; default trim 2048, no cross-fade:
-    see :mod:`.chunking`) or ``"authors"`` (the authors' MDX chunking: trim
-    8192, no cross-fade). ``batch_size`` windows go through
+    see :mod:`.chunking`) or ``"authors"`` (the network's own code base's chunking: v1 trim
+    8192 with no cross-fade; LaSAFT-Net-v2 trim 5120 with windows overlapping by half, summed
+    at weight 0.5). ``batch_size`` windows go through
     the network at once (each carries all sources). ``fast`` is an optional
     second, faster backend for the same weights that a deadline may fall back to.
     """
@@ -152,8 +153,8 @@ class Separator:
     def describe(self) -> str:
         c = self.config
         plan = self.plan(0)
-        chunking = ("authors' chunking" if self.mode == "authors"
-                    else f"trim {plan.trim}" + (f", overlap {self.overlap:g}" if plan.fade else ""))
+        chunking = (("the v1 code's chunking: " if plan.scheme != "authors-v2" else "") + describe_plan(plan)
+                    if self.mode == "authors" else f"trim {plan.trim}" + (f", overlap {self.overlap:g}" if plan.fade else ""))
         filtered = "" if self.postfilter == "none" else f", {self.postfilter} post-filter" + (
             f" ({self.iterations} iteration{'s' * (self.iterations != 1)})" if self.postfilter == "wiener" else "")
         passes = f", {self.shifts} augmented pass{'es' * (self.shifts != 1)} at most" if self.shifts else ""

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from . import configs
 from .config import ModelConfig
 from .errors import WeightFileError
 from .files import atomic_path, make_dirs, publish, remove_empty
@@ -36,22 +37,39 @@ def checked_tensors(tensors: dict, path=None) -> dict[str, np.ndarray]:
 
 
 def save_weights(path: str | os.PathLike, config: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
-    """Write ``tensors`` and ``config`` to ``path`` atomically (no partial file on failure)."""
-    from safetensors.numpy import save_file
-
+    """Write ``tensors`` and ``config`` to ``path`` atomically (no partial file on failure), byte for byte the
+    same file for the same weights (see :func:`write_safetensors`)."""
     created = make_dirs(os.path.dirname(os.path.abspath(path)))
     tmp = atomic_path(path)
     try:
-        save_file(
-            {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
-            tmp,
-            metadata={"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()},
-        )
+        write_safetensors(tmp, tensors, {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()})
         publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
             remove_empty(created)
+
+
+def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """The safetensors layout (8-byte little-endian header length, JSON header padded with spaces to 8 bytes,
+    then the data), written with the metadata's keys and the tensors in sorted order. The safetensors
+    library's own writer orders the metadata through a hash map, so two conversions of one checkpoint gave
+    different bytes and a converted model had no stable hash; the files it reads are the same format."""
+    import json
+    import struct
+
+    arrays = {name: np.ascontiguousarray(tensors[name], dtype="<f4") for name in sorted(tensors)}
+    header, offset = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}, 0
+    for name, value in arrays.items():
+        header[name] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
+        offset += value.nbytes
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for value in arrays.values():
+            f.write(value.tobytes())
 
 
 def weights_digest(tensors: dict[str, np.ndarray]) -> str:
@@ -90,7 +108,7 @@ def _open(path, tensors: bool):
                 raise WeightFileError(path, f"not a {FORMAT} weight file (metadata 'format' is {meta.get('format')!r})")
             if meta.get("format_version") != FORMAT_VERSION:
                 raise WeightFileError(path, f"weight format version {meta.get('format_version')!r} is not supported")
-            config = ModelConfig.from_json(meta.get("config"), path)
+            config = configs.from_json(meta.get("config"), path)
             arrays = {k: f.get_tensor(k) for k in f.keys()} if tensors else None
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise WeightFileError(path, f"not a readable safetensors file ({err})") from None

@@ -215,6 +215,12 @@ HOSTILE = [
     ("unsupported norm", "norm: bn", "norm: ln", "only 'bn'"),
     ("mismatched gr", "gr: ${model.spec2spec.internal_channels}", "gr: 7", "differs from"),
     ("no model", "model:", "modell:", "no 'model' section"),
+    # the audit: a 9-level alias bomb under the name (76 s and 3.1 GB before), and an alias inside its own anchor
+    ("alias bomb in the name", "model:\n", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(9)
+    ) + "model:\n", "YAML alias"),
+    ("alias bomb as the name", "name: v2_light", "name: *j", "YAML alias"),
+    ("self-referencing alias", "n_fft: 2048\n  num_frame", "n_fft: &r2 [*r2]\n  num_frame", "YAML alias"),
 ]
 
 
@@ -228,6 +234,14 @@ def test_hostile_configurations_are_refused_in_one_line(label, old, new, message
     text = str(err.value)
     assert text.startswith(str(path)) and message in text and "\n" not in text, text
     assert not (tmp_path / "pwned").exists()
+
+
+def test_reading_a_v2_config_without_pyyaml_is_one_line(tmp_path, upstream_v2, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as on a machine without PyYAML
+    code = cli.main(["convert", str(upstream_v2 / "v2_light.ckpt"), "-o", str(tmp_path / "x.safetensors"),
+                     "--config", str(upstream_v2 / "v2_light.config.yaml")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "pip install pyyaml" in err and "Traceback" not in err, err
 
 
 def test_oversized_nested_and_aliased_yaml_is_refused_quickly(tmp_path):
@@ -252,12 +266,12 @@ def test_oversized_nested_and_aliased_yaml_is_refused_quickly(tmp_path):
 
 def test_unknown_families_are_named(tmp_path, capsys):
     """A weight file of a family this engine does not know, and a checkpoint of neither code base."""
-    from lightsaft_infer.config import ModelConfig
+    from lightsaft_infer import configs
 
     with pytest.raises(WeightFileError, match="model family 'lasaft-v9' is not one of"):
-        ModelConfig.from_dict({"family": "lasaft-v9"}, "x.safetensors")
+        configs.from_dict({"family": "lasaft-v9"}, "x.safetensors")
     with pytest.raises(WeightFileError, match="model family"):
-        ModelConfig.from_dict({"family": ["lasaft-v2"]}, "x.safetensors")
+        configs.from_dict({"family": ["lasaft-v2"]}, "x.safetensors")
     torch = pytest.importorskip("torch")
     ckpt = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"spec2spec.conv.weight": torch.zeros(3), "spec2spec.fc.bias": torch.zeros(2)}}, ckpt)

@@ -168,3 +168,52 @@ def test_threads_are_capped_and_nonsense_is_refused(tmp_path, small_weights, cap
         assert cli.main(args + ["--threads", bad]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "at least 1" in err, err
+
+
+def test_conversion_is_byte_reproducible(tmp_path, upstream_v2):
+    """The same checkpoint converted twice gives the same bytes (safetensors and ONNX): named models and caches
+    rely on a converted model's hash. The safetensors library's writer ordered the metadata by a hash map."""
+    import hashlib
+    import json
+    import struct
+
+    digests = set()
+    for i in range(3):
+        out = tmp_path / str(i) / "v2_light.safetensors"
+        assert cli.main(["convert", str(upstream_v2 / "v2_light.ckpt"), "-o", str(out), "--onnx"]) == 0
+        digests.add(tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in (out, out.with_suffix(".onnx"))))
+        raw = out.read_bytes()
+        header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+        assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+    assert len(digests) == 1, digests
+    from lightsaft_infer.weights import load_weights
+
+    config, tensors = load_weights(out)  # the library reads what we write
+    assert config.family == "lasaft-v2" and sum(t.size for t in tensors.values()) > 1_900_000
+
+
+def test_the_authors_mode_says_what_it_does_for_each_code_base(mdx_config):
+    from lightsaft_infer.config_v2 import V2Config
+
+    v1 = Separator(IdentityBackend(mdx_config), mode="authors").describe()
+    assert "v1 code's chunking: trim 8192, no cross-fade" in v1, v1
+    v2cfg = V2Config(n_fft=2048, hop_length=1024, num_frame=128, n_blocks=7, internal_channels=20, n_internal_layers=5,
+                     kernel_size_t=3, kernel_size_f=3, bn_factor=16, min_bn_units=16, tfc_tdf_bias=False, num_tdfs=12,
+                     dk=32, embedding_dim=32, query_listen=True, key_listen=True)  # fmt: skip
+    v2 = Separator(IdentityBackend(v2cfg), mode="authors").describe()
+    assert "LaSAFT-Net-v2 code's chunking: trim 5120, windows overlapping by half, summed at weight 0.5" in v2, v2
+    text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["separate"].format_help().split())
+    assert "v1 networks trim 8192" in text and "LaSAFT-Net-v2 networks trim 5000" in text, text
+    assert "(trim 8192, no cross-fade)" not in text
+
+
+def test_the_family_registry_sits_above_both_configurations():
+    import ast
+
+    def imported(module):
+        tree = ast.parse((REPO / "lightsaft_infer" / f"{module}.py").read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+    assert "config_v2" not in imported("config") and "configs" not in imported("config")
+    assert "configs" not in imported("config_v2")
+    assert {"config", "config_v2"} <= imported("configs")

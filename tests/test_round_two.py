@@ -239,14 +239,28 @@ def test_fractional_time_limits_are_kept_and_nonsense_is_one_line(tmp_path, smal
 
 # -- 6. one line for everything else --------------------------------------------------------------------
 def test_a_deeply_nested_configuration_in_safetensors_is_one_line(tmp_path, small_weights, capsys):
+    """The configuration is parsed only in a file that says it is ours (format and format_version), so the crafted
+    text carries both; in the safetensors metadata and in an ONNX export's, over the size bound and under it."""
+    import onnx
     from safetensors.numpy import load_file, save_file
 
-    bad = tmp_path / "nested.safetensors"
-    save_file(load_file(small_weights), bad, metadata={"config": "[" * 200000 + "]" * 200000})
-    for command in (["info", str(bad)], ["separate", str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"), "-w", str(bad)]):
-        sf.write(tmp_path / "x.wav", _song(0.2), SR)
-        assert cli.main(command) == 1
-        _one_error(capsys.readouterr().err, "nested.safetensors")
+    sf.write(tmp_path / "x.wav", _song(0.2), SR)
+    for i, text in enumerate(("[" * 200000 + "]" * 200000, "[" * 20000 + "]" * 20000)):
+        bad = tmp_path / f"nested{i}.safetensors"
+        save_file(load_file(small_weights), bad, metadata={"format": "lightsaft-infer", "format_version": "1", "config": text})
+        model = onnx.load(small_weights.with_suffix(".onnx"))
+        for entry in model.metadata_props:
+            if entry.key == "config":
+                entry.value = text
+        (tmp_path / "onnx").mkdir(exist_ok=True)  # not beside the safetensors, which would then run it
+        onnx.save(model, tmp_path / "onnx" / f"nested{i}.onnx")
+        onnx_file = tmp_path / "onnx" / f"nested{i}.onnx"
+        separate = ["separate", str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"), "-q", "-w"]
+        for weights, command in ((bad, ["info", str(bad)]), (bad, separate + [str(bad)]),
+                                 (onnx_file, separate + [str(onnx_file)])):  # fmt: skip
+            assert cli.main(command) == 1
+            line = _one_error(capsys.readouterr().err, weights.name)
+            assert "model configuration" in line, line
 
 
 def test_a_weight_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
