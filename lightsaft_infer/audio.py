@@ -109,13 +109,44 @@ class StemWriter:
             raise AudioError(self.paths[key], write_problem(err, self.paths[key])) from None
 
     def commit(self) -> None:
+        """Rename every file into place, all or none: a target that cannot be replaced (a folder, a
+        refusal) is found before any rename, and a rename that fails puts back the ones done before it."""
+        key = next(iter(self.paths), None)
         try:
             for key, f in self.files.items():
                 f.close()  # flushes: a full disk may show only here
-            for key, tmp in self.tmp.items():
-                publish(tmp, self.paths[key])
+            for key, target in self.paths.items():
+                if os.path.isdir(target) and not os.path.islink(target):
+                    raise AudioError(target, "is a folder, so the stem cannot be written there; no stem of this "
+                                             "song was replaced")
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
             raise AudioError(self.paths[key], write_problem(err, self.paths[key])) from None
+        done, backups = [], {}
+        try:
+            for key, tmp in self.tmp.items():
+                target = self.paths[key]
+                if os.path.lexists(target):  # kept until every stem is in place, to put back on failure
+                    backup = atomic_path(target, ".bak")
+                    os.unlink(backup)
+                    try:
+                        os.link(target, backup, follow_symlinks=False)
+                        backups[key] = backup
+                    except OSError:  # a file system without hard links: no way back for this one
+                        pass
+                publish(tmp, target)
+                done.append(key)
+        except OSError as err:
+            for k in done:  # put back what this commit replaced
+                try:
+                    os.replace(backups[k], self.paths[k]) if k in backups else os.unlink(self.paths[k])
+                except OSError:
+                    pass
+            raise AudioError(self.paths[key], write_problem(err, self.paths[key]) + "; no stem of this song was "
+                                              "replaced") from None
+        finally:
+            for b in backups.values():
+                if os.path.lexists(b):
+                    os.unlink(b)
         self.tmp = {}
 
     def abort(self) -> None:

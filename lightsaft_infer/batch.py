@@ -23,11 +23,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import sys
 import time
 
+from .config import SOURCES
 from .errors import LightsaftError
-from .files import _alive, check_writable, remove_empty, remove_stale_parts
+from .files import _alive, check_writable, remove_empty, remove_stale_parts, write_problem
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus")
 MANIFEST = "manifest.jsonl"
@@ -92,6 +94,10 @@ def find_jobs(roots, out, warnings: list | None = None) -> list[Job]:
                 below_out[path] = None if rel is None else f"{rel}/"
                 keep.append(d)
             dirs[:] = keep
+            if below_out.get(folder) is not None and all(f"{s}.{STEM_FORMAT}" in files for s in SOURCES):
+                # a separated song's folder below OUT (its stems, the report's copies), manifest or not
+                dirs[:] = [d for d in dirs if d != "spectrograms"]
+                continue
             audio = [n for n in sorted(files) if os.path.splitext(n)[1].lower() in AUDIO_EXTENSIONS and not n.startswith(".")]
             mixtures = [n for n in audio if os.path.splitext(n)[0] == "mixture"]
             for name in mixtures or audio:  # MUSDB layout: beside a mixture, the other files are its stems
@@ -137,8 +143,25 @@ class Manifest:
         self.warnings: list[str] = []
         self.reload()
 
+    def check(self) -> bool:
+        """Whether the manifest exists; a :class:`LightsaftError` when it is anything but a regular file (a FIFO
+        would hang every read and append, a link would write outside OUT)."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            raise LightsaftError(self.path, f"cannot be read ({(err.strerror or str(err)).lower()})") from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a FIFO, device or folder"
+            raise LightsaftError(self.path, f"is {kind}, not a regular file; a batch's manifest is a plain file "
+                                            "(move it away to start the manifest anew)")
+        return True
+
     def reload(self) -> None:
         self.records, self.warnings = {}, []
+        if not self.check():
+            return
         try:
             with open(self.path, "rb") as f:
                 lines = f.read().split(b"\n")
@@ -162,6 +185,7 @@ class Manifest:
 
     def append(self, record: dict) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.check()
         with open(self.path, "ab+") as f:
             cut = False
             if f.seek(0, os.SEEK_END):  # a line cut by a power loss must not swallow this record
@@ -253,7 +277,10 @@ def claim(out, job: Job) -> bool:
     """Take the song for this process (``OUT/.claims/<hash of its key>``, created exclusively), or False when
     a live process holds it: two runs on one output, on one machine or several, never separate a song twice."""
     path = _claim_path(out, job)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as err:
+        raise LightsaftError(os.path.dirname(path), write_problem(err, path)) from None
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -265,8 +292,15 @@ def claim(out, job: Job) -> bool:
             except FileNotFoundError:
                 pass
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"host": HOST, "pid": os.getpid(), "key": job.key}))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"host": HOST, "pid": os.getpid(), "key": job.key}))
+        except OSError as err:  # a full disk: no empty claim may stay to make the next run skip the song
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise LightsaftError(path, f"the song's claim {write_problem(err, path)}") from None
         return True
     return False
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import math
 import os
 import platform
 import resource
@@ -120,6 +121,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: the best there is
 
 
+#: Shortest and longest song ``bench`` generates (s): three hours of stereo float is 3.8 GB.
+MIN_S, MAX_S = 1.0, 3 * 3600.0
+
+
+def failed_paths(report: dict) -> list:
+    """``"song: path (error)"`` for every path that failed in a bench report."""
+    return [f"{e['song']}: {k} ({r.get('error', 'failed')})" for e in report["songs"] for k, r in e["paths"].items()
+            if not r["ok"]]
+
+
 def _run_child(kind, weights, song, out_dir, options):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -150,6 +161,10 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
     from .cpu import describe as cpu_describe
     from .threads import cpu_threads
 
+    for duration in durations:  # generated in memory: a nonsense length is refused before any work
+        if not (isinstance(duration, (int, float)) and math.isfinite(duration) and MIN_S <= duration <= MAX_S):
+            raise ValueError(f"bench --durations are seconds from {MIN_S:g} to {MAX_S:g} (a generated song is "
+                             f"held in memory), not {duration!r:.40}")
     weights = os.fspath(weights or default_weights())
     backends = default_bench_backends(weights) if backends is None else backends
     options = {"mode": mode, "overlap": overlap, "threads": threads, "trim": trim, "postfilter": postfilter,
@@ -174,6 +189,11 @@ def run_bench(weights=None, durations=(60.0, 240.0), backends=None, reference=Tr
         if mode == "authors":  # the reference path then takes the authors' chunking of the network's code base
             options["trim"] = None
         fade = plan.fade
+        from .augment import default_order
+
+        offered = len(default_order(config.hop_length, plan.trim))
+        if not 0 <= shifts <= offered:  # refused up front, not as a failed row for every path
+            raise ValueError(f"--shifts must be from 0 to {offered} with this chunking, not {shifts}")
     if fade and mode != "authors":  # the reference path has no cross-fade: its stems would differ by design
         kinds = [k for k in kinds if k != "reference"]
     with tempfile.TemporaryDirectory(prefix="lightsaft-bench-") as tmp:

@@ -48,6 +48,14 @@ def _separate(args) -> int:
     from .audio import AudioReader
     from .separator import Separator
 
+    unique = {}
+    for path in args.files:  # one file named twice (s5.wav ./s5.wav) is one song, separated once
+        key = os.path.realpath(path)
+        if key in unique:
+            _say(f"warning: {path} is {unique[key]} named again; separated once")
+            continue
+        unique[key] = path
+    args.files = list(unique.values())
     folders = _song_folders(args.files, args.out)
     failed = 0
     readable = []
@@ -185,11 +193,16 @@ def _bench(args) -> int:
         return _roofline(args)
     if args.plot:
         require("matplotlib", "plot", "bench --plot")
-    run_bench(_weights(args), args.durations, args.backends, reference=args.reference, mode=args.mode,
+    report = run_bench(_weights(args), args.durations, args.backends, reference=args.reference, mode=args.mode,
               overlap=args.overlap, trim=args.trim, json_path=args.json, threads=args.threads, song_dir=args.song,
               reference_max=args.reference_max, plot_path=args.plot, postfilter=args.postfilter,
               iterations=args.iterations, shifts=args.shifts)  # fmt: skip
-    return 0
+    from .bench import failed_paths
+
+    failures = failed_paths(report)
+    for line in failures:
+        print(f"{PROG}: error: bench: {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _roofline(args) -> int:
@@ -264,7 +277,7 @@ def _batch(args) -> int:
         from .report import write_report
 
         print(f"report: {write_report(args.out, bench_json=args.bench)}")
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or counts["not read"] else 0  # a folder not read is songs not separated
 
 
 def _report(args) -> int:

@@ -20,6 +20,7 @@ import html
 import json
 import os
 import shutil
+import stat
 import sys
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from .audio import audio_info
 from .batch import MANIFEST, STEM_FORMAT, Manifest, input_identity
 from .config import SOURCES
 from .errors import LightsaftError
+from .files import atomic_path, publish
 from .mdx import reference_stem
 
 # Marks every <audio>/<img> as loaded or failed and writes the count into <body data-media="...">.
@@ -67,16 +69,50 @@ COLUMNS = 1200
 
 
 def _attr(value) -> str:
-    """Text for HTML text or a quoted attribute value (quotes escaped too)."""
-    return html.escape(str(value), quote=True)
+    """Text for HTML text or a quoted attribute value (quotes escaped too). A file name that is not UTF-8
+    (its bytes kept as surrogates) shows its undecodable bytes as U+FFFD instead of failing the page."""
+    return html.escape(str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace"), quote=True)
 
 
 def _href(*parts) -> str:
-    """A relative URL of path ``parts``, percent-encoded (``#``, ``?``, ``%`` in names), escaped for an attribute."""
-    return _attr("/".join(quote(p, safe="") for part in parts for p in str(part).split("/")))
+    """A relative URL of path ``parts``, percent-encoded (``#``, ``?``, ``%`` in names; a name's raw bytes where
+    it is not UTF-8), escaped for an attribute."""
+    return _attr("/".join(quote(os.fsencode(p), safe="") for part in parts for p in str(part).split("/")))
+
+
+def _regular(path) -> bool:
+    """Whether ``path`` is (or links to) a regular file: a FIFO would hang a copy, ``/dev/zero`` never end it."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _real_folder(out: str, path: str) -> bool:
+    """Whether ``path`` is a folder of its own inside OUT: not a symbolic link, not resolving outside OUT."""
+    real_out = os.path.realpath(out)
+    return (not os.path.islink(path) and os.path.isdir(path)
+            and os.path.commonpath([os.path.realpath(path), real_out]) == real_out)
+
+
+def _publish_new(target, write, suffix: str = "") -> None:
+    """``write(tmp)`` into a fresh file beside ``target``, then rename it over ``target``: a link planted at
+    ``target`` is replaced, never written through."""
+    tmp = atomic_path(target, suffix)
+    try:
+        write(tmp)
+        publish(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def spectrogram_png(path, out_png, n_fft: int = 2048) -> None:
+    """:func:`_spectrogram` written through a fresh file (never through a link planted at ``out_png``)."""
+    _publish_new(out_png, lambda tmp: _spectrogram(path, tmp, n_fft), ".png")
+
+
+def _spectrogram(path, out_png, n_fft: int = 2048) -> None:
     """A log-magnitude spectrogram of the audio file ``path`` as a small PNG (no axes), read one column's
     samples at a time: at most ``COLUMNS`` columns and flat memory for any length."""
     import matplotlib
@@ -115,13 +151,23 @@ def file_sdr(reference, estimate) -> float:
     return float(10.0 * np.log10((num + 1e-7) / (den + 1e-7)))
 
 
-def _link_or_copy(src, dst) -> None:
-    if os.path.exists(dst):
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+def _link_or_copy(src, dst) -> bool:
+    """Put the regular file ``src`` at ``dst`` (a hard link, else a copy), through a fresh file; False when
+    ``src`` is no regular file (a FIFO, a device, a link to one)."""
+    if not _regular(src):
+        return False
+    if not os.path.islink(dst) and os.path.isfile(dst) and os.path.getsize(dst) == os.path.getsize(src):
+        return True
+
+    def put(tmp):
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    _publish_new(dst, put, os.path.splitext(dst)[1])
+    return True
 
 
 def song_folder(out: str, record: dict) -> str | None:
@@ -153,15 +199,20 @@ def _mixture(record: dict):
 
 
 def _song_page(out: str, folder: str, record: dict) -> dict:
-    """Write ``OUT/<folder>/index.html``; return the index row's values (``missing``: stems not usable)."""
-    os.makedirs(os.path.join(folder, "spectrograms"), exist_ok=True)
+    """Write ``OUT/<folder>/index.html``; return the index row's values (``missing``: stems not usable), or
+    None when the folder or its ``spectrograms`` is not a folder of OUT's own (a planted link)."""
+    spectrograms = os.path.join(folder, "spectrograms")
+    if not os.path.lexists(spectrograms):
+        os.makedirs(spectrograms, exist_ok=True)
+    if not _real_folder(out, folder) or not _real_folder(out, spectrograms):
+        return None
     tracks, missing, sdr = [], [], {}  # tracks: (label, file name in the song folder, its path)
     mixture = _mixture(record)
     if mixture is not None:
         source, info = mixture
         name = "mixture" + (os.path.splitext(source)[1].lower() or ".wav")
-        _link_or_copy(source, os.path.join(folder, name))
-        tracks.append(("mixture", name, source))
+        if _link_or_copy(source, os.path.join(folder, name)):
+            tracks.append(("mixture", name, source))
     frames = mixture[1].frames if mixture is not None else None
     refs_dir = os.path.dirname(mixture[0]) if mixture and os.path.splitext(os.path.basename(mixture[0]))[0] == "mixture" else None
     for stem in SOURCES:
@@ -178,14 +229,17 @@ def _song_page(out: str, folder: str, record: dict) -> dict:
         tracks.append((stem, name, path))
         ref_path = reference_stem(refs_dir, stem) if refs_dir else None
         if ref_path is not None:
-            ref_name = f"reference-{stem}{os.path.splitext(ref_path)[1]}"
-            _link_or_copy(ref_path, os.path.join(folder, ref_name))
-            tracks.append((f"reference {stem}", ref_name, ref_path))
             try:
-                if audio_info(ref_path).frames == length:
-                    sdr[stem] = file_sdr(ref_path, path)
+                ref_frames = audio_info(ref_path).frames  # a FIFO or a device is refused here, never opened
             except LightsaftError:
-                pass
+                missing.append(f"reference {stem} is not a readable audio file")
+                continue
+            ref_name = f"reference-{stem}{os.path.splitext(ref_path)[1]}"
+            if not _link_or_copy(ref_path, os.path.join(folder, ref_name)):
+                continue
+            tracks.append((f"reference {stem}", ref_name, ref_path))
+            if ref_frames == length:
+                sdr[stem] = file_sdr(ref_path, path)
     rows = []
     for label, name, path in tracks:
         png = f"spectrograms/{label.replace(' ', '-')}.png"
@@ -205,9 +259,16 @@ def _song_page(out: str, folder: str, record: dict) -> dict:
             f"{_number(record, 'seconds'):.1f} s (RTF {_number(record, 'rtf'):.2f}; windows: {_attr(windows)})"
             + (f"; mean MDX SDR {mean:.2f} dB" if mean is not None else "")
             + f" · <span id='media' class='muted'></span></p>{incomplete}{''.join(rows)}{_CHECK}</body></html>")  # fmt: skip
-    with open(os.path.join(folder, "index.html"), "w", encoding="utf-8") as f:
-        f.write(page)
+    _write_page(os.path.join(folder, "index.html"), page)
     return {"sdr": sdr, "mean": mean, "windows": windows, "missing": missing}
+
+
+def _write_page(path, page: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", errors="replace") as f:
+            f.write(page)
+
+    _publish_new(path, write, ".html")
 
 
 def _number(record: dict, key: str) -> float:
@@ -242,6 +303,9 @@ def write_report(out, bench_json=None, warn=None) -> str:
             warn(f"{manifest.path}: {record['key']}: its folder {record['folder']!r} is outside {out}; not shown")
             continue
         info = _song_page(out, folder, record)
+        if info is None:
+            warn(f"{folder}: it or its spectrograms folder is a symbolic link or not a folder inside {out}; not shown")
+            continue
         shown += 1
         if info["missing"]:
             warn(f"{folder}: incomplete: {'; '.join(info['missing'])}")
@@ -262,7 +326,8 @@ def write_report(out, bench_json=None, warn=None) -> str:
         from .bench import plot as bench_plot
 
         with open(bench_json, encoding="utf-8") as f:
-            bench_plot(json.load(f), os.path.join(out, "bench.png"))
+            report = json.load(f)
+        _publish_new(os.path.join(out, "bench.png"), lambda tmp: bench_plot(report, tmp), ".png")
         plot = "<h2>Benchmark</h2><img src='bench.png' alt='benchmark plot' style='max-width:800px'>"
     head = ["song", "audio s", "time s", "RTF", "windows"] + [f"{s} SDR" for s in SOURCES] + ["mean SDR"]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>lightsaft-infer: {shown} songs</title>"
@@ -271,6 +336,5 @@ def write_report(out, bench_json=None, warn=None) -> str:
             f"<table><thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead><tbody>{''.join(rows)}</tbody>"
             f"</table>{plot}{_SORT}{_CHECK}</body></html>")  # fmt: skip
     index = os.path.join(out, "index.html")
-    with open(index, "w", encoding="utf-8") as f:
-        f.write(page)
+    _write_page(index, page)
     return index

@@ -217,3 +217,226 @@ def test_the_family_registry_sits_above_both_configurations():
     assert "config_v2" not in imported("config") and "configs" not in imported("config")
     assert "configs" not in imported("config_v2")
     assert {"config", "config_v2"} <= imported("configs")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--durations", "1e9"], "seconds from 1 to 10800"),
+    (["--durations", "inf"], "seconds from 1 to 10800"),
+    (["--durations", "nan"], "seconds from 1 to 10800"),
+    (["--durations", "0"], "seconds from 1 to 10800"),
+    (["--durations", "2", "--shifts", "1000"], "--shifts must be from 0 to"),
+])  # fmt: skip
+def test_bench_refuses_nonsense_in_one_line(small_weights, capsys, args, words):
+    t = time.monotonic()
+    assert cli.main(["bench", "-w", str(small_weights.with_suffix(".onnx")), "--no-reference", "--backends", "onnx",
+                     *args]) == 1  # fmt: skip
+    assert time.monotonic() - t < 10
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
+
+
+def test_bench_exits_non_zero_when_a_path_fails(small_weights, capsys, monkeypatch):
+    import lightsaft_infer.bench as bench
+
+    monkeypatch.setattr(bench, "_run_child", lambda kind, *a: {"ok": False, "error": f"RuntimeError: {kind} broke"})
+    assert cli.main(["bench", "-w", str(small_weights.with_suffix(".onnx")), "--no-reference", "--backends", "onnx",
+                     "--durations", "2"]) == 1  # fmt: skip
+    assert "bench: synth 2s: onnx (RuntimeError: onnx broke)" in capsys.readouterr().err
+
+
+# -- report and batch on a shared folder -----------------------------------------------------------------
+def _report_in_child(out, timeout=60):
+    """``lightsaft-infer report OUT`` in a process of its own, so that a hang fails the test instead of the suite."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "lightsaft_infer.cli", "report", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def test_report_never_opens_a_fifo_or_device_as_a_reference(tmp_path):
+    pytest.importorskip("matplotlib")
+    from .test_report_safety import _fake_batch
+    from .test_round_two import SR, _song
+
+    song = tmp_path / "in" / "song"
+    song.mkdir(parents=True)
+    audio = _song(0.5)
+    sf.write(song / "mixture.wav", audio, SR)
+    os.mkfifo(song / "vocals.wav")
+    (song / "bass.wav").symlink_to("/dev/zero")
+    sf.write(song / "drums.wav", audio / 4, SR)
+    out = tmp_path / "out"
+    _fake_batch(out, {"song/mixture.wav": (song / "mixture.wav", audio, SR)})
+    proc = _report_in_child(out)
+    assert proc.returncode == 0, proc.stderr
+    assert "reference vocals is not a readable audio file" in proc.stderr
+    folder = out / "song" / "mixture"
+    assert not any(p.is_fifo() or p.is_char_device() for p in folder.iterdir())
+    assert (folder / "reference-drums.wav").is_file() and not (folder / "reference-bass.wav").exists()
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 5 << 20  # nothing copied from /dev/zero
+
+
+def test_report_writes_through_no_planted_link(tmp_path):
+    pytest.importorskip("matplotlib")
+    from .test_report_safety import _fake_batch, _one_song
+
+    a, audio = _one_song(tmp_path, "a.wav")
+    b, _ = _one_song(tmp_path, "b.wav")
+    out = tmp_path / "out"
+    _fake_batch(out, {"a.wav": (a, audio, 44100), "b.wav": (b, audio, 44100)})
+    victim = tmp_path / "victim.html"
+    victim.write_text("keep me")
+    (out / "a" / "index.html").symlink_to(victim)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "b" / "spectrograms").symlink_to(elsewhere)
+    proc = _report_in_child(out)
+    assert proc.returncode == 0, proc.stderr
+    assert victim.read_text() == "keep me"
+    assert (out / "a" / "index.html").is_file() and not (out / "a" / "index.html").is_symlink()
+    assert list(elsewhere.iterdir()) == []
+    assert "spectrograms folder is a symbolic link" in proc.stderr
+
+
+def test_report_shows_a_file_name_that_is_not_utf8(tmp_path, small_weights):
+    pytest.importorskip("matplotlib")
+    from .test_round_two import SR, _song
+
+    tree = tmp_path / "in"
+    tree.mkdir()
+    name = os.fsdecode(b"caf\xe9.wav")
+    sf.write(os.path.join(os.fsencode(tree), os.fsencode(name)), _song(0.5), SR)
+    sf.write(tree / "plain.wav", _song(0.5, seed=1), SR)
+    out = tmp_path / "out"
+    assert cli.main(["batch", str(tree), "-o", str(out), "-w", str(small_weights.with_suffix(".onnx")), "-q"]) == 0
+    proc = _report_in_child(out)
+    assert proc.returncode == 0, proc.stderr
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "caf%E9/index.html" in index and "plain/index.html" in index
+
+
+def test_a_manifest_that_is_a_fifo_is_one_line_not_a_hang(tmp_path, small_weights):
+    import subprocess
+    import sys
+
+    tree = tmp_path / "in"
+    tree.mkdir()
+    sf.write(tree / "a.wav", np.zeros((4410, 2), np.float32), 44100)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "manifest.jsonl")
+    for command in (["batch", str(tree), "-o", str(out), "-w", str(small_weights.with_suffix(".onnx")), "-q"],
+                    ["report", str(out)]):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "lightsaft_infer.cli", *command], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        lines = [l for l in proc.stderr.splitlines() if "error" in l]
+        assert len(lines) == 1 and "manifest.jsonl: is a FIFO" in lines[0], proc.stderr
+
+
+def test_a_song_commits_all_of_its_stems_or_none(tmp_path, small_weights, capsys):
+    song = tmp_path / "s5.wav"
+    sf.write(song, (0.1 * np.random.default_rng(3).standard_normal((44100, 2))).astype(np.float32), 44100)
+    folder = tmp_path / "out" / "s5"
+    folder.mkdir(parents=True)
+    sf.write(folder / "vocals.wav", np.zeros((10, 2), np.float32), 44100)
+    (folder / "drums.wav").mkdir()  # cannot be replaced by a file
+    before = (folder / "vocals.wav").read_bytes()
+    args = ["separate", str(song), "-o", str(tmp_path / "out"), "-w", str(small_weights.with_suffix(".onnx")), "-q"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "drums.wav: is a folder" in err and "no stem of this song was replaced" in err, err
+    assert (folder / "vocals.wav").read_bytes() == before  # the new vocals did not land alone
+    assert sorted(p.name for p in folder.iterdir()) == ["drums.wav", "vocals.wav"]  # no temporary file left
+
+
+def test_a_rename_that_fails_midway_puts_the_earlier_stems_back(tmp_path, monkeypatch):
+    import lightsaft_infer.audio as audio
+
+    paths = {s: tmp_path / f"{s}.wav" for s in STEMS}
+    for s in STEMS:
+        sf.write(paths[s], np.full((10, 1), 0.5, np.float32), 44100)
+    real = audio.publish
+
+    def publish(tmp, target):
+        if str(target).endswith("bass.wav"):
+            raise OSError(13, "Permission denied")
+        real(tmp, target)
+
+    monkeypatch.setattr(audio, "publish", publish)
+    writer = audio.StemWriter(paths, 44100, 1)
+    for s in STEMS:
+        writer.write(s, np.zeros((20, 1), np.float32))
+    with pytest.raises(audio.AudioError, match="no stem of this song was replaced"):
+        writer.commit()
+    writer.abort()
+    for s in STEMS:  # every stem is the old one, whole
+        data, _ = sf.read(paths[s], dtype="float32")
+        assert len(data) == 10 and np.allclose(data, 0.5), s
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}.wav" for s in STEMS)
+
+
+def test_a_full_disk_while_claiming_leaves_no_claim(small_disk):
+    from lightsaft_infer import batch
+    from lightsaft_infer.errors import LightsaftError
+
+    out = small_disk / "out"
+    (out / batch.CLAIMS).mkdir(parents=True)
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    job = batch.Job("/x/a.wav", "a.wav", "a")
+    with pytest.raises(LightsaftError) as err:
+        batch.claim(out, job)
+    assert batch.CLAIMS in str(err.value) and "disk is full" in str(err.value), str(err.value)
+    assert os.listdir(out / batch.CLAIMS) == []  # no empty claim to make the next run skip the song
+    filler.unlink()
+    assert batch.claim(out, job)
+
+
+def test_an_output_folder_is_recognised_without_its_manifest(tmp_path, small_weights):
+    from lightsaft_infer import batch
+
+    same = tmp_path / "same"
+    same.mkdir()
+    sf.write(same / "a.wav", np.zeros((4410, 2), np.float32), 44100)
+    args = ["batch", str(same), "-o", str(same), "-w", str(small_weights.with_suffix(".onnx")), "-q"]
+    assert cli.main(args) == 0
+    (same / "manifest.jsonl").unlink()
+    assert [j.key for j in batch.find_jobs([same], same)] == ["a.wav"]  # the stems are not songs
+    assert cli.main(args) == 0
+    assert sorted(str(p.relative_to(same)) for p in same.rglob("*.wav")) == ["a.wav"] + [f"a/{s}.wav" for s in sorted(STEMS)]
+
+
+def test_one_file_named_twice_is_separated_once(tmp_path, small_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sf.write(tmp_path / "s5.wav", np.zeros((4410, 2), np.float32), 44100)
+    assert cli.main(["separate", "s5.wav", "./s5.wav", "-o", "out", "-w", str(small_weights.with_suffix(".onnx")), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("separated in") == 1 and "named again; separated once" in captured.err
+
+
+def test_a_folder_not_read_makes_batch_exit_non_zero(tmp_path, small_weights, monkeypatch):
+    from lightsaft_infer import batch
+
+    tree = tmp_path / "in"
+    (tree / "locked").mkdir(parents=True)
+    sf.write(tree / "a.wav", np.zeros((4410, 2), np.float32), 44100)
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kw):  # as root every folder reads: the walk's error is simulated
+        for folder, dirs, files in real_walk(top, onerror=onerror, **kw):
+            if "locked" in dirs:
+                dirs.remove("locked")
+                onerror(PermissionError(13, "Permission denied", os.path.join(folder, "locked")))
+            yield folder, dirs, files
+
+    monkeypatch.setattr(batch.os, "walk", walk)
+    assert cli.main(["batch", str(tree), "-o", str(tmp_path / "out"), "-w", str(small_weights.with_suffix(".onnx")),
+                     "-q"]) == 1  # fmt: skip
+    assert (tmp_path / "out" / "a" / "vocals.wav").is_file()  # the readable songs were still separated
