@@ -161,3 +161,19 @@ def small_disk(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
     yield mount
     subprocess.run(["umount", str(mount)])
+
+
+#: Exactness tolerances, relative to the reference's peak (a louder or quieter checkpoint scales float32's
+#: error with it): spectrograms through the network, and whole songs through chunking and the STFT. Measured
+#: (docs/how-it-works.md, "Exactness"): at most 2.8e-6 and 4.7e-6 of the peak on the fixtures; 1.5e-5 on the
+#: audit's fresh LightSAFT-Net+ whose stems peak at 1.18, where an absolute 1e-5 failed.
+SPEC_REL, WAVE_REL = 1e-5, 2e-5
+
+
+def assert_exact(actual, reference, rel, what=""):
+    """``max |actual - reference| <= rel x max |reference|``."""
+    reference = np.asarray(reference)
+    err = float(np.abs(np.asarray(actual, dtype=np.float64) - reference).max())
+    peak = float(np.abs(reference).max())
+    assert err <= rel * peak, f"{what}: error {err:.3g} is {err / peak:.3g} of the peak {peak:.3g} (allowed {rel:g})"
+    return err / peak

@@ -21,7 +21,7 @@ from lightsaft_infer.hydra_config import read_hydra_config
 from lightsaft_infer.separator import Separator
 from lightsaft_infer.weights import load_weights
 
-from .conftest import FIXTURES_V2, REPO
+from .conftest import FIXTURES_V2, REPO, SPEC_REL, WAVE_REL, assert_exact
 
 EXACT = ["torch", "onnx", pytest.param("openvino", marks=pytest.mark.skipif(
     not module_available("openvino"), reason="OpenVINO is not installed"))]
@@ -77,8 +77,7 @@ def test_network_matches_the_authors_spectrograms(name, backend, converted_v2, v
     assert outs.shape == (1, 4) + x.shape[1:]
     for c in range(4):
         want = v[f"spec_out_{c}"]
-        err = np.abs(outs[:, c] - want).max() / np.abs(want).max()
-        assert err < 1e-5, (name, backend, c, err)
+        assert_exact(outs[:, c], want, SPEC_REL, f"{name} {backend} condition {c}")
     # the conditions really differ (a graph that ignored the condition could not pass the loop above)
     assert np.abs(v["spec_out_0"] - v["spec_out_3"]).max() > 1e-2
 
@@ -90,7 +89,7 @@ def test_lightsaft_net_plus_whole_song_in_the_v2_chunking(backend, converted_v2,
     sep = Separator.from_file(converted_v2["v1_light"], backend=backend, mode="authors")
     stems = sep.separate(v["wave_in"], 44100)
     for source, stem in stems.items():
-        assert np.abs(stem - v[f"wave_out_{source}"]).max() < 1e-5, (backend, source)
+        assert_exact(stem, v[f"wave_out_{source}"], WAVE_REL, f"{backend} {source}")
     default = Separator.from_file(converted_v2["v1_light"], backend=backend).separate(v["wave_in"], 44100)
     assert np.abs(default["vocals"] - v["wave_out_vocals"]).max() > 1e-4  # our own chunking is a different one
 
@@ -101,7 +100,7 @@ def test_authors_reference_path_reproduces_the_v2_song(converted_v2, vectors_v2)
     v = vectors_v2["v1_light"]
     stems = separate_reference(build_network(*load_weights(converted_v2["v1_light"])), v["wave_in"], batch_size=2)
     for source, stem in stems.items():
-        assert np.abs(stem - v[f"wave_out_{source}"]).max() < 1e-5, source
+        assert_exact(stem, v[f"wave_out_{source}"], WAVE_REL, f"reference {source}")
 
 
 def test_v2_chunking_follows_the_authors_rules_including_their_irregular_window():
