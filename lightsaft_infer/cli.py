@@ -137,7 +137,10 @@ def _convert(args) -> int:
         raise LightsaftError(args.output, "the output must be NAME.safetensors")
     if args.onnx:
         require("onnx", "torch", "convert --onnx")
-    if module_available("torch"):  # refuse tensors that do not fit the configuration before writing anything
+    from .shapes import check_shapes
+
+    check_shapes(config, tensors, args.checkpoint)  # the sizes, with or without torch, before anything is written
+    if module_available("torch"):  # and the whole network, where torch can build it
         from .families import build_network
 
         build_network(config, tensors, args.checkpoint)

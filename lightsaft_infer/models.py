@@ -300,6 +300,7 @@ def _store(entry, checkpoint, config_bytes, source, models: pathlib.Path, log) -
     from .checkpoint import convert_checkpoint
     from .export import export_onnx
     from .families import build_network
+    from .shapes import check_shapes
     from .weights import save_weights
 
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{entry.name}.{os.getpid()}.", suffix=".staging", dir=models))
@@ -311,6 +312,7 @@ def _store(entry, checkpoint, config_bytes, source, models: pathlib.Path, log) -
         config, tensors = convert_checkpoint(checkpoint, config_path)
         if config.family != entry.family:
             raise WeightFileError(checkpoint, f"converts to a {config.family} network; the catalogue says {entry.family}")
+        check_shapes(config, tensors, checkpoint)
         build_network(config, tensors, checkpoint)  # the tensors fit the configuration
         weights = staging / f"{entry.name}.safetensors"
         save_weights(weights, config, tensors)

@@ -440,3 +440,26 @@ def test_a_folder_not_read_makes_batch_exit_non_zero(tmp_path, small_weights, mo
     assert cli.main(["batch", str(tree), "-o", str(tmp_path / "out"), "-w", str(small_weights.with_suffix(".onnx")),
                      "-q"]) == 1  # fmt: skip
     assert (tmp_path / "out" / "a" / "vocals.wav").is_file()  # the readable songs were still separated
+
+
+def test_convert_without_torch_refuses_tensors_that_do_not_fit_the_config(tmp_path, upstream_v2):
+    """The audit: without torch, ``convert --config`` naming 24 channels for 20-channel tensors exited 0 and wrote
+    an inconsistent weight file. The sizes are checked without torch too."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.yaml"
+    config.write_text((upstream_v2 / "v2_light.config.yaml").read_text().replace("internal_channels: 20", "internal_channels: 24", 1))
+    blocker = tmp_path / "notorch"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    out = tmp_path / "x.safetensors"
+    for cfg, code in ((config, 1), (upstream_v2 / "v2_light.config.yaml", 0)):
+        proc = subprocess.run([sys.executable, "-m", "lightsaft_infer.cli", "convert", str(upstream_v2 / "v2_light.ckpt"),
+                               "-o", str(out), "--config", str(cfg)], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(blocker)}, timeout=120)  # fmt: skip
+        assert proc.returncode == code, proc.stderr
+        if code:
+            assert "first_conv.0.weight is (20, 4, 1, 2)" in proc.stderr and "internal_channels 24" in proc.stderr
+            assert proc.stderr.count("\n") == 1 and not out.exists()
+    assert out.is_file()  # the right configuration converts without torch
