@@ -318,8 +318,11 @@ def default_weights() -> pathlib.Path:
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return pathlib.Path(env)
-    name = f"{DEFAULT_MODEL}.safetensors"
-    return next((d / name for d in DEFAULT_WEIGHTS_DIRS if (d / name).is_file()), DEFAULT_WEIGHTS_DIRS[0] / name)
+    for name in (f"{DEFAULT_MODEL}.safetensors", f"{DEFAULT_MODEL}.onnx"):  # a submission may carry the export only
+        found = next((d / name for d in DEFAULT_WEIGHTS_DIRS if (d / name).is_file()), None)
+        if found is not None:
+            return found
+    return DEFAULT_WEIGHTS_DIRS[0] / f"{DEFAULT_MODEL}.safetensors"
 
 
 def named_weights(value) -> pathlib.Path:

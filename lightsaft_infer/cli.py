@@ -128,6 +128,14 @@ def _pull(args) -> int:
     return 0
 
 
+def _submission(args) -> int:
+    from .submission import build
+
+    args.interrupted = "no submission folder was left"
+    build(args.weights, args.challenge, args.out, songs=args.songs, check=not args.no_check, log=print)
+    return 0
+
+
 def _convert(args) -> int:
     from .checkpoint import convert_checkpoint
     from .weights import save_weights
@@ -362,6 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="pull again even if the model is cached")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_pull)
+
+    p = sub.add_parser("submission", help="write a ready MDX submission (2021 or MDX'23's music track) for a network "
+                                          "and check it locally as the grader runs it")
+    p.add_argument("-w", "--weights", "-m", "--model", dest="weights", default=None,
+                   help="weight file or model name (default: the default model)")
+    p.add_argument("--challenge", required=True, choices=("mdx21", "mdx23"))
+    p.add_argument("-o", "--out", required=True, help="a new folder for the submission repository")
+    p.add_argument("--songs", default=None, help="also check on these songs: DIR/<song>/mixture.wav (and stems for SDR)")
+    p.add_argument("--no-check", action="store_true", help="write it without running it")
+    p.set_defaults(func=_submission)
 
     p = sub.add_parser("convert", help="convert the authors' Lightning checkpoint (no pickled code is run)")
     p.add_argument("checkpoint")
