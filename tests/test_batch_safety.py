@@ -119,12 +119,10 @@ def test_a_folder_that_cannot_be_read_is_named(tmp_path, small_weights, capsys):
         assert "locked: folder not read" in err and not (tmp_path / "out" / "locked").exists(), err
 
 
-def test_unreadable_folders_are_named_even_as_root(tmp_path, monkeypatch):
-    """As root every folder reads: the walk's error is simulated to check what the scan says."""
+def lock_folders_named_locked(monkeypatch):
+    """As root every folder reads: make the batch's walk report folders named ``locked`` as unreadable."""
     from lightsaft_infer import batch
 
-    tree = tmp_path / "in"
-    _songs(tree, ["a.wav", "locked/b.wav"])
     real_walk = os.walk
 
     def walk(top, onerror=None, **kw):
@@ -135,6 +133,15 @@ def test_unreadable_folders_are_named_even_as_root(tmp_path, monkeypatch):
             yield folder, dirs, files
 
     monkeypatch.setattr(batch.os, "walk", walk)
+
+
+def test_unreadable_folders_are_named_even_as_root(tmp_path, monkeypatch):
+    """As root every folder reads: the walk's error is simulated to check what the scan says."""
+    from lightsaft_infer import batch
+
+    tree = tmp_path / "in"
+    _songs(tree, ["a.wav", "locked/b.wav"])
+    lock_folders_named_locked(monkeypatch)
     warnings = []
     jobs = batch.find_jobs([tree], tmp_path / "out", warnings)
     assert [j.key for j in jobs] == ["a.wav"] and len(warnings) == 1 and "locked: folder not read (permission denied)" in warnings[0]

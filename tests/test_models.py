@@ -296,6 +296,7 @@ def test_pull_verifies_converts_and_separates_by_name(served, tmp_path, capsys, 
     assert len(server.requests) == n
 
 
+@pytest.mark.slow  # ~10 s: a pull, a separation and a bench in a child process
 def test_separate_pulls_on_first_use(served, tmp_path, capsys):
     server, _, _ = served
     song = tmp_path / "song.wav"
@@ -341,6 +342,7 @@ def test_pull_of_a_hand_fetched_file_verifies_it(served, tmp_path, capsys):
     assert models.cached(V2, tmp_path / "cache") is not None  # the verified copy from before stays
 
 
+@pytest.mark.slow  # ~5 s: two pulls
 def test_a_mirror_and_a_second_source(served, tmp_path):
     server, data, path = served
     v1 = server.routes.pop(media("lfs/epoch=669.ckpt"))

@@ -55,6 +55,7 @@ def test_an_exact_engine_that_cannot_compile_falls_back_to_the_next(tmp_path, sm
     assert "simulated: compile_model failed" in setup
 
 
+@pytest.mark.slow  # ~7 s: predict.py on two songs
 @needs_openvino
 def test_a_fast_path_that_cannot_compile_costs_only_the_fast_path(tmp_path):
     _make_songs(tmp_path / "test", seconds=(1.0, 0.5))
@@ -91,6 +92,7 @@ def test_bad_tuning_settings_cost_tuning_not_the_submission(tmp_path, small_weig
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # ~11 s: OpenVINO compiles the MDX LightSAFT
 @needs_openvino
 def test_an_abandoned_openvino_window_does_not_poison_the_next(small_weights):
     """The audit's SIGSTOP during song a's OpenVINO window: the harness's alarm abandons the window, which
@@ -422,21 +424,12 @@ def test_one_file_named_twice_is_separated_once(tmp_path, small_weights, capsys,
 
 
 def test_a_folder_not_read_makes_batch_exit_non_zero(tmp_path, small_weights, monkeypatch):
-    from lightsaft_infer import batch
+    from .test_batch_safety import lock_folders_named_locked
 
     tree = tmp_path / "in"
     (tree / "locked").mkdir(parents=True)
     sf.write(tree / "a.wav", np.zeros((4410, 2), np.float32), 44100)
-    real_walk = os.walk
-
-    def walk(top, onerror=None, **kw):  # as root every folder reads: the walk's error is simulated
-        for folder, dirs, files in real_walk(top, onerror=onerror, **kw):
-            if "locked" in dirs:
-                dirs.remove("locked")
-                onerror(PermissionError(13, "Permission denied", os.path.join(folder, "locked")))
-            yield folder, dirs, files
-
-    monkeypatch.setattr(batch.os, "walk", walk)
+    lock_folders_named_locked(monkeypatch)
     assert cli.main(["batch", str(tree), "-o", str(tmp_path / "out"), "-w", str(small_weights.with_suffix(".onnx")),
                      "-q"]) == 1  # fmt: skip
     assert (tmp_path / "out" / "a" / "vocals.wav").is_file()  # the readable songs were still separated

@@ -27,6 +27,7 @@ def network(converted_v2):
     return converted_v2["v2_light"].with_suffix(".onnx")  # a published network's configuration, random weights
 
 
+@pytest.mark.slow  # ~25 s each: a venv and a whole demo song per challenge (CI's slow run)
 @pytest.mark.parametrize("challenge", ["mdx21", "mdx23"])
 def test_a_submission_is_written_and_runs_as_the_grader_runs_it(challenge, network, tmp_path, monkeypatch, capsys):
     for k, v in OFFLINE.items():
