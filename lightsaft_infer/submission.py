@@ -321,7 +321,11 @@ def _song_dirs(songs) -> pathlib.Path:
         songs = pathlib.Path(songs)
         if not songs.is_dir():
             raise LightsaftError(songs, "no such folder of songs (<song>/mixture.wav)")
-        sources += sorted(p for p in songs.iterdir() if (p / "mixture.wav").is_file())
+        # either kit's layout: SONGS/<song>/mixture.wav, or a dataset folder above it (public_dataset/.../test)
+        found = sorted({p.parent for p in songs.rglob("mixture.wav") if p.is_file()})
+        if not found:
+            raise LightsaftError(songs, "holds no <song>/mixture.wav")
+        sources += found[:1000]
     import soundfile as sf
 
     for src in sources:  # the kits' layout: WAV files named mixture, bass, drums, other, vocals
