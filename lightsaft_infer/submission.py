@@ -329,6 +329,8 @@ def _song_dirs(songs) -> pathlib.Path:
     import soundfile as sf
 
     for src in sources:  # the kits' layout: WAV files named mixture, bass, drums, other, vocals
+        if (folder / src.name).exists():  # two songs of one name in different splits: the first is checked
+            continue
         (folder / src.name).mkdir()
         for name in ("mixture",) + STEMS:
             found = next((p for p in sorted(src.glob(f"{name}.*")) if p.suffix.lower() in (".wav", ".flac")), None)
