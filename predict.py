@@ -2,7 +2,8 @@
 
 The grader replaces ``evaluator/`` with its own harness; when it is absent we
 use ``lightsaft_infer.mdx``, which behaves the same way. Configuration by
-environment: ``LIGHTSAFT_WEIGHTS`` (a ``.safetensors`` or ``.onnx`` file;
+environment: ``LIGHTSAFT_WEIGHTS`` (a ``.safetensors`` or ``.onnx`` file, or the name of a model
+pulled beforehand with ``lightsaft-infer pull``: nothing is downloaded here;
 default ``weights/default.safetensors``), ``LIGHTSAFT_BACKEND``
 (``auto``/``torch``/``onnx``), ``LIGHTSAFT_MODE`` (``overlap``/``authors``),
 ``LIGHTSAFT_OVERLAP``, ``LIGHTSAFT_TRIM``, ``LIGHTSAFT_NUM_THREADS``, ``LIGHTSAFT_POSTFILTER`` and
@@ -16,6 +17,10 @@ applies the round-2 limit (1.57 × the song's duration). ``LIGHTSAFT_SHIFTS``: t
 (sub-hop time shifts, some with channel swap or sign flip; see ``lightsaft_infer.augment``) the guard may add to a
 window once every window's exact pass is secured; ``auto`` = all of them, the default where the grader runs
 (``AICROWD_IS_GRADING`` set), ``0`` elsewhere, so that trying the demo song stays quick.
+
+Setup is ``lightsaft_infer.grading.prepare``: the exact engines are tried in turn (an engine that cannot
+load costs its speed, not the submission; when none loads every song is filled), and an unusable setting
+is a warning and the default.
 
 Deadline guard: each song's budget is the harness's per-song timeout
 (``INFERENCE_PER_MUSIC_TIMEOUT_SECONDS``, and the round-2 rule when asked),
