@@ -180,7 +180,7 @@ def test_conversion_is_byte_reproducible(tmp_path, upstream_v2):
     import struct
 
     digests = set()
-    for i in range(3):
+    for i in range(2):  # and the metadata's order is checked in each file: a hash map's order shows at once
         out = tmp_path / str(i) / "v2_light.safetensors"
         assert cli.main(["convert", str(upstream_v2 / "v2_light.ckpt"), "-o", str(out), "--onnx"]) == 0
         digests.add(tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in (out, out.with_suffix(".onnx"))))
