@@ -316,7 +316,10 @@ def test_predict_never_downloads_and_names_the_command(served, tmp_path):
     server, _, catalogue_path = served
     env = {**os.environ, "LIGHTSAFT_WEIGHTS": V1, "LIGHTSAFT_CATALOGUE": str(catalogue_path),
            "LIGHTSAFT_HOME": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "predict.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    (tmp_path / "test").mkdir()
+    env.update(TEST_DATASET_PATH=str(tmp_path / "test"), RESULTS_DATASET_PATH=str(tmp_path / "results"))
+    proc = subprocess.run([sys.executable, str(REPO / "predict.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
     assert proc.returncode != 0
     assert f"lightsaft-infer pull {V1}" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
