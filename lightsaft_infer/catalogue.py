@@ -115,11 +115,11 @@ class Entry:
         <commit>/<path>``), else the host for its kind, then the entry's second sources (checkpoint only)."""
         from urllib.parse import quote
 
-        rel = f"{self.repository}/{self.commit}/{quote(ref.path, safe='/=')}"
+        path = quote(ref.path, safe="/=")
         if mirror:
-            return [mirror.rstrip("/") + "/" + rel]
+            return [f"{mirror.rstrip('/')}/{self.repository}/{self.commit}/{path}"]
         template = hosts["lfs" if ref.integrity.kind == "lfs-sha256" else "git-blob"]
-        first = template.format(repository=self.repository, commit=self.commit, path=quote(ref.path, safe="/="))
+        first = template.format(repository=self.repository, commit=self.commit, path=path)
         return [first] + (list(self.mirrors) if ref is self.checkpoint else [])
 
 

@@ -334,8 +334,10 @@ def _store(entry, checkpoint, config_bytes, source, models: pathlib.Path, log) -
             old = models / f".{entry.name}.{os.getpid()}.old.trash"
             os.rename(target, old)
         os.rename(staging, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True) if not old.is_symlink() else old.unlink()
+        if old is not None and old.is_symlink():
+            old.unlink()
+        elif old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         log(f"{entry.name}: verified ({entry.checkpoint.integrity.kind}), converted and exported to {target}")
         return target / f"{entry.name}.onnx"
     except OSError as err:
